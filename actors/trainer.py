@@ -1,0 +1,190 @@
+"""PolicyTrainer: one DeepSpeed data-parallel rank in a Ray actor.
+
+Ranks are wired through Ray rather than a launcher: the driver asks rank 0 for an address and a free port,
+then every actor sets the usual torch.distributed environment and joins (gloo on CPU, nccl on GPU). ZeRO
+stage, precision and optimizer come from the stage's ``train`` section; the trainer never sees the rest of
+the pipeline.
+
+Loss scaling: each rank receives its share of one optimizer step's batch and the number of trained tokens
+in the whole step, so the loss is an exact token mean over the global batch however the tokens are spread
+over ranks and micro-batches (DeepSpeed divides by the accumulation steps and averages over ranks; we
+multiply those factors back).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+
+from actors.types import SFTBatch, StepMetrics
+
+log = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
+    """Multiplier of the peak learning rate at each step: linear warmup, then constant/cosine/linear decay."""
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "cosine":
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - (1 - min_ratio) * progress
+
+    return fn
+
+
+def load_causal_lm(path: str, dtype: torch.dtype):
+    """Our DeepSeek-V3 for V3 checkpoints, transformers' implementation for everything else."""
+    import json
+
+    model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    if model_type == "deepseek_v3":
+        from actors.model import DeepseekV3ForCausalLM
+
+        return DeepseekV3ForCausalLM.from_pretrained(path).to(dtype)
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+class PolicyTrainer:
+    def __init__(self, rank: int, world_size: int, threads: int | None = None, device: str = "cpu"):
+        self.rank, self.world_size, self.device = rank, world_size, device
+        if threads:
+            torch.set_num_threads(threads)
+        self.engine = None
+        self.step = 0
+
+    # ------------------------------------------------------------------ wiring
+    def address(self) -> tuple[str, int]:
+        """Rank 0's rendezvous address (its node IP and a free port)."""
+        import ray
+
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def init_distributed(self, master_addr: str, master_port: int) -> None:
+        import deepspeed
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        deepspeed.init_distributed(dist_backend="gloo" if self.device == "cpu" else "nccl",
+                                   auto_mpi_discovery=False, verbose=False)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, model_path: str, train: dict, total_steps: int, micro_batch_size: int, grad_accum: int) -> dict:
+        """Load the model and build the DeepSpeed engine. ``train`` is the stage's train section (as a dict)."""
+        import deepspeed
+
+        torch.manual_seed(train["seed"] + self.rank)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[train["dtype"]]
+        # Master weights stay fp32; DeepSpeed's bf16 mode keeps the compute copy in bf16.
+        model = load_causal_lm(model_path, torch.float32)
+        self.model_path = model_path
+        optim = train["optim"]
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=optim["lr"], betas=tuple(optim["betas"]),
+                                      weight_decay=optim["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(optim["schedule"], optim["warmup_steps"], total_steps, optim["min_lr_ratio"]))
+        ds_config = {
+            "train_micro_batch_size_per_gpu": micro_batch_size,
+            "gradient_accumulation_steps": grad_accum,
+            "train_batch_size": micro_batch_size * grad_accum * self.world_size,
+            "gradient_clipping": optim["grad_clip"] or 0.0,
+            "zero_optimization": {"stage": train["zero_stage"],
+                                  "stage3_gather_16bit_weights_on_model_save": True},
+            "bf16": {"enabled": dtype == torch.bfloat16},
+            "zero_allow_untested_optimizer": True,  # plain torch AdamW: DeepSpeed's fused ones need CUDA
+            "steps_per_print": 1 << 30,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=ds_config)
+        self.micro_batch_size, self.grad_accum = micro_batch_size, grad_accum
+        n_params = sum(p.numel() for p in model.parameters())
+        return {"parameters": n_params, "zero_stage": train["zero_stage"], "world_size": self.world_size}
+
+    # ------------------------------------------------------------------ steps
+    def sft_step(self, batch: SFTBatch) -> StepMetrics:
+        """One optimizer step on this rank's share: next-token cross-entropy on assistant tokens only."""
+        t0 = time.perf_counter()
+        engine = self.engine
+        engine.train()
+        ids, mask = batch.input_ids, batch.loss_mask
+        micro = max(1, math.ceil(ids.shape[0] / self.grad_accum))
+        # DeepSpeed divides each micro-batch loss by grad_accum and averages gradients over ranks.
+        scale = self.grad_accum * self.world_size / max(1, batch.global_tokens)
+        loss_sum, tokens = 0.0, 0
+        chunks = list(zip(ids.split(micro), mask.split(micro)))
+        assert len(chunks) == self.grad_accum, f"{len(chunks)} micro-batches for grad_accum={self.grad_accum}"
+        for mb_ids, mb_mask in chunks:
+            # Right padding only follows real tokens, so a causal model needs no attention mask here; the
+            # loss mask keeps padding out of the loss.
+            logits = engine(input_ids=mb_ids).logits[:, :-1]
+            targets, tmask = mb_ids[:, 1:], mb_mask[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                    targets.reshape(-1), reduction="none")
+            token_sum = (nll * tmask.reshape(-1)).sum()
+            engine.backward(token_sum * scale)
+            engine.step()
+            loss_sum += token_sum.item()
+            tokens += int(tmask.sum())
+        self.step += 1
+        return StepMetrics(step=self.step, loss=self._global_mean(loss_sum, batch.global_tokens),
+                           grad_norm=float(engine.get_global_grad_norm() or 0.0),
+                           lr=engine.get_lr()[0], tokens=tokens, seconds=time.perf_counter() - t0)
+
+    def _global_mean(self, local_sum: float, global_tokens: int) -> float:
+        total = torch.tensor([local_sum], dtype=torch.float64)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(total)
+        return float(total.item()) / max(1, global_tokens)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_hf(self, out_dir: str) -> str | None:
+        """Write a Hugging Face checkpoint (safetensors + config + tokenizer) that vLLM loads. Every rank must
+        call this (ZeRO-3 gathers shards); rank 0 writes."""
+        from transformers import AutoTokenizer
+
+        module = self.engine.module
+        if self.engine.zero_optimization_stage() == 3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()
+        else:
+            state = module.state_dict()
+        if self.rank != 0:
+            return None
+        out = Path(out_dir)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        module.save_pretrained(str(tmp), state_dict={k: v.contiguous() for k, v in state.items()})
+        AutoTokenizer.from_pretrained(self.model_path).save_pretrained(str(tmp))
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        tmp.rename(out)  # readers never see a half-written checkpoint
+        return str(out)
+
+    def parameter_checksum(self) -> float:
+        """Sum of all (gathered) parameters: cheap evidence that ranks agree and that training moved weights."""
+        import deepspeed
+
+        params = list(self.engine.module.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=self.engine.zero_optimization_stage() == 3):
+            return float(sum(p.detach().double().sum() for p in params))

@@ -1,0 +1,91 @@
+"""python -m orchestrator run PIPELINE.yaml [--run-dir DIR] [--address RAY_ADDRESS] | validate FILE | plan FILE"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from orchestrator.config import PipelineSpec
+from orchestrator.yaml_errors import PipelineError, load_pipeline
+
+
+def stage_actors(stage, spec: PipelineSpec) -> dict[str, object]:
+    """Role → resources for the actors a stage holds while it runs."""
+    roles = {}
+    if stage.kind == "sft":
+        roles["trainer"] = spec.cluster.trainer
+        if stage.eval is not None or stage.early_stopping is not None:
+            roles["rollout"] = spec.cluster.rollout
+    elif stage.kind == "eval":
+        roles["rollout"] = spec.cluster.rollout
+    return roles
+
+
+def plan(spec: PipelineSpec) -> str:
+    from orchestrator.cluster import ROLE_CLASSES
+
+    lines = [f"pipeline {spec.name}: {len(spec.stages)} stage(s), run one at a time"]
+    peak_cpu = peak_gpu = 0.0
+    for i, stage in enumerate(spec.stages, 1):
+        data = ", ".join(str(d) for d in getattr(stage, "data", []))
+        lines.append(f"  {i}. {stage.name} ({stage.kind})  model: {stage.model}" + (f"  data: {data}" if data else ""))
+        cpu = gpu = 0.0
+        for role, res in stage_actors(stage, spec).items():
+            lines.append(f"       {res.workers} x {ROLE_CLASSES[role]:<14} {res.cpus:g} CPU, {res.gpus:g} GPU each")
+            cpu, gpu = cpu + res.workers * res.cpus, gpu + res.workers * res.gpus
+        lines.append(f"       asks the cluster for {cpu:g} CPU, {gpu:g} GPU")
+        peak_cpu, peak_gpu = max(peak_cpu, cpu), max(peak_gpu, gpu)
+    lines.append(f"peak: {peak_cpu:g} CPU, {peak_gpu:g} GPU (actors are released between stages)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run a pipeline (skips stages that already finished in the run dir)")
+    run_p.add_argument("pipeline")
+    run_p.add_argument("--run-dir", default=None, help="default: runs/<pipeline name>")
+    run_p.add_argument("--address", default=None, help="Ray address to join; default: the job's cluster, a "
+                                                       "running local cluster, or an embedded one")
+    for name, text in (("validate", "check a pipeline file and print every problem"),
+                       ("plan", "print stages, actors and cluster resources without starting anything")):
+        sub.add_parser(name, help=text).add_argument("pipeline")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        spec = load_pipeline(args.pipeline)
+    except PipelineError as e:
+        print(f"{args.pipeline}: {len(e.problems)} problem(s)", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        print(f"{args.pipeline}: ok ({len(spec.stages)} stage(s))")
+        return 0
+    if args.command == "plan":
+        print(plan(spec))
+        return 0
+
+    from orchestrator.driver import StageFailed, run_pipeline
+
+    run_dir = Path(args.run_dir or Path("runs") / spec.name).resolve()
+    try:
+        summary = run_pipeline(spec, run_dir, args.address, Path(args.pipeline).read_text())
+    except StageFailed as e:
+        print(f"\nFAILED: {e}\nDetails: {run_dir / e.stage / 'status.json'}", file=sys.stderr)
+        return 1
+    print(f"\nPipeline {spec.name}: {summary['status']}. Run directory: {run_dir}")
+    for st in summary["stages"]:
+        ev = ", ".join(f"{k} {v}" for k, v in st.get("eval", {}).items() if k in ("pass@1", "cons@8",
+                                                                                    "mean_response_tokens"))
+        print(f"  {st['name']:<20} {st['status']:<10} {st['seconds']:>8.1f} s  {ev}")
+    print(f"Summary: {run_dir / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

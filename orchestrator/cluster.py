@@ -1,0 +1,148 @@
+"""Connect to Ray (or start an embedded one) and spawn typed groups of actors in placement groups.
+
+Each role's actors share one placement group (one bundle per actor), so a group is scheduled all at once or
+not at all: a stage never starts with half its trainers. Groups live for one stage and are torn down after
+it, returning their resources for the next stage's roles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from orchestrator.config import ClusterSpec, RoleResources
+
+log = logging.getLogger(__name__)
+
+ROLE_CLASSES = {"trainer": "PolicyTrainer", "rollout": "RolloutWorker", "reward": "RewardWorker"}
+
+
+def _project_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextmanager
+def connect(address: str | None, cluster: ClusterSpec):
+    """Join the cluster at ``address`` (or the one a Ray job runs in); otherwise start an embedded local Ray
+    on 127.0.0.1 sized to this machine. Shuts down only what it started."""
+    if ray.is_initialized():
+        yield
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit` the job's runtime env (its working dir) already carries the project.
+        in_job = bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS")) and not address
+        runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES}
+        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True,
+                 configure_logging=False)
+        log.info("joined the Ray cluster at %s", address or os.environ["RAY_ADDRESS"])
+    elif _local_cluster_running():
+        ray.init(address="auto", runtime_env={"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES},
+                 log_to_driver=True, configure_logging=False)
+        log.info("joined the Ray cluster running on this machine")
+    else:
+        # Actors import the project's packages: make them importable wherever Ray starts its workers.
+        runtime_env = {"env_vars": {"PYTHONPATH": _project_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}}
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, _needed_cpus(cluster)),
+                 _node_ip_address="127.0.0.1", include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=True, configure_logging=False)
+        log.info("started an embedded Ray on 127.0.0.1 (%s CPUs)", ray.cluster_resources().get("CPU"))
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+_UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/"]
+
+
+def _local_cluster_running() -> bool:
+    """True if `ray start` left a cluster address on this machine and its GCS answers."""
+    import socket
+    import tempfile
+
+    marker = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+    try:
+        host, port = open(marker).read().strip().rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _needed_cpus(cluster: ClusterSpec) -> int:
+    # Stages run one after another but a stage may hold all three roles at once.
+    return int(sum(r.workers * r.cpus for r in (cluster.trainer, cluster.rollout, cluster.reward)) + 0.999)
+
+
+@dataclass
+class ActorGroup:
+    """The actors of one role in one stage, and the placement group they live in."""
+
+    role: str
+    actors: list[Any]
+    pg: Any = field(repr=False)
+
+    def call(self, method: str, *args, **kwargs) -> list:
+        """Call ``method`` on every actor with the same arguments and wait for all results."""
+        return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
+
+    def call_each(self, method: str, per_actor_args: list[tuple]) -> list:
+        """Call ``method`` on actor i with ``per_actor_args[i]`` and wait for all results."""
+        return ray.get([getattr(a, method).remote(*args) for a, args in zip(self.actors, per_actor_args)])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        remove_placement_group(self.pg)
+
+
+def spawn_group(role: str, cls: type, res: RoleResources, cluster: ClusterSpec, make_args) -> ActorGroup:
+    """Reserve ``res.workers`` bundles, then start one ``cls`` actor per bundle with ``make_args(rank)``."""
+    bundles = [{"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {})} for _ in range(res.workers)]
+    pg = placement_group(bundles, strategy="PACK" if cluster.placement == "pack" else "SPREAD")
+    ready, _ = ray.wait([pg.ready()], timeout=cluster.ready_timeout_s)
+    if not ready:
+        remove_placement_group(pg)
+        have = ray.available_resources()
+        raise RuntimeError(
+            f"The cluster cannot place {res.workers} {ROLE_CLASSES[role]} actor(s) with {res.cpus} CPU and "
+            f"{res.gpus} GPU each within {cluster.ready_timeout_s:.0f} s (available now: "
+            f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU). Lower cluster.{role} or add nodes.")
+    remote_cls = ray.remote(cls)
+    actors = []
+    for rank in range(res.workers):
+        args, kwargs = make_args(rank)
+        actors.append(remote_cls.options(
+            num_cpus=res.cpus, num_gpus=res.gpus,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg,
+                                                                 placement_group_bundle_index=rank),
+        ).remote(*args, **kwargs))
+    return ActorGroup(role, actors, pg)
+
+
+def spawn_trainers(res: RoleResources, cluster: ClusterSpec) -> ActorGroup:
+    """PolicyTrainer ranks, joined into one torch.distributed group."""
+    from actors.trainer import PolicyTrainer
+
+    device = "cuda" if res.gpus else "cpu"
+    group = spawn_group("trainer", PolicyTrainer, res, cluster,
+                        lambda rank: ((rank, res.workers), {"threads": res.threads, "device": device}))
+    addr, port = ray.get(group.actors[0].address.remote())
+    group.call("init_distributed", addr, port)
+    return group
+
+
+def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: dict) -> ActorGroup:
+    from actors.rollout import RolloutWorker
+
+    device = "cuda" if res.gpus else "cpu"
+    threads = res.threads or max(1, int(res.cpus))
+    return spawn_group("rollout", RolloutWorker, res, cluster,
+                       lambda rank: ((engine,), {"threads": threads, "device": device}))

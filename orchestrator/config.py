@@ -1,0 +1,287 @@
+"""The pipeline YAML schema (pydantic v2), validated once at the edge.
+
+Every section is its own model with ``extra="forbid"``, so a misspelt key is an error rather than a silently
+ignored setting. Stages are a union discriminated by ``kind``. References between sections (a stage's model
+``{from: cold_start}``, a dataset name) are checked after parsing by ``check_references``; ``load_pipeline``
+turns every problem into a message with its YAML path and line (see ``orchestrator.yaml_errors``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------------- references
+class Ref(Section):
+    """A named entry (``tiny``) or the output of an earlier stage (``{from: cold_start}``)."""
+
+    name: str | None = None
+    from_: str | None = Field(None, alias="from")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Ref:
+        if (self.name is None) == (self.from_ is None):
+            raise ValueError("give either a name or {from: <stage>}")
+        return self
+
+    def __str__(self) -> str:
+        return self.name if self.name is not None else f"{{from: {self.from_}}}"
+
+
+def _coerce_ref(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+RefField = Annotated[Ref, BeforeValidator(_coerce_ref)]
+
+
+# ---------------------------------------------------------------------------------------------- cluster
+class RoleResources(Section):
+    """How many actors of one role, and what each reserves from Ray."""
+
+    workers: int = Field(1, ge=1)
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    threads: int | None = Field(None, ge=1, description="torch threads per actor on CPU (default: cpus)")
+
+
+class ClusterSpec(Section):
+    rollout: RoleResources = RoleResources()
+    trainer: RoleResources = RoleResources()
+    reward: RoleResources = RoleResources(cpus=0.5)
+    placement: Literal["pack", "spread"] = "pack"
+    ready_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a placement group")
+
+
+# ---------------------------------------------------------------------------------------------- models
+class TokenizerSpec(Section):
+    """A byte-level BPE trained locally on the named datasets' text (no hub)."""
+
+    vocab_size: int = Field(512, ge=300)
+    train_on: list[str] = Field(min_length=1)
+
+
+class InitSpec(Section):
+    arch: Literal["qwen2", "llama", "deepseek_v3"]
+    config: dict[str, Any] = {}
+    seed: int = 0
+    tokenizer: TokenizerSpec
+
+
+class ModelSpec(Section):
+    """A Hugging Face checkpoint directory (``path``) or a fresh model (``init``)."""
+
+    path: str | None = None
+    init: InitSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ModelSpec:
+        if (self.path is None) == (self.init is None):
+            raise ValueError("a model needs exactly one of 'path' (a Hugging Face checkpoint) or 'init'")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+class SyntheticSpec(Section):
+    task: Literal["arithmetic"] = "arithmetic"
+    split: Literal["sft", "rl", "eval"]
+    size: int = Field(ge=1)
+    seed: int = 0
+    digits: int = Field(2, ge=1, le=6)
+    ops: list[Literal["add", "sub", "mul", "frac", "share"]] = ["add", "sub", "mul", "frac", "share"]
+
+
+class DatasetSpec(Section):
+    """User data (JSONL or parquet; rows in the chat-messages or prompt/response shape) or a synthetic set."""
+
+    path: str | None = None
+    synthetic: SyntheticSpec | None = None
+    limit: int | None = Field(None, ge=1)
+    system: str | None = Field(None, description="system prompt prepended to every conversation")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DatasetSpec:
+        if (self.path is None) == (self.synthetic is None):
+            raise ValueError("a dataset needs exactly one of 'path' or 'synthetic'")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- stages
+class EvalSpec(Section):
+    """Held-out evaluation: greedy pass@1 by default; ``n > 1`` with temperature adds cons@n."""
+
+    data: RefField
+    limit: int | None = Field(None, ge=1)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    n: int = Field(1, ge=1)
+
+
+class OptimSpec(Section):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class EarlyStopping(Section):
+    """Evaluate every ``every_steps`` on ``eval`` data; stop after ``patience`` evaluations without a gain of
+    more than ``min_delta``; the best checkpoint becomes the stage's output."""
+
+    every_steps: int = Field(ge=1)
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    data: RefField
+    limit: int | None = Field(None, ge=1)
+
+
+class TrainSpec(Section):
+    """One optimizer step consumes ``batch_size`` sequences, split over data-parallel ranks and micro-batches."""
+
+    epochs: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    micro_batch_size: int = Field(8, ge=1)
+    max_seq_len: int = Field(512, ge=8)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    optim: OptimSpec = OptimSpec()
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainSpec:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of 'epochs' or 'steps'")
+        return self
+
+
+class SFTStage(Section):
+    kind: Literal["sft"]
+    name: str
+    model: RefField
+    data: list[RefField] = Field(min_length=1)
+    train: TrainSpec
+    early_stopping: EarlyStopping | None = None
+    eval: EvalSpec | None = None
+
+
+class EvalStage(Section):
+    kind: Literal["eval"]
+    name: str
+    model: RefField
+    eval: EvalSpec
+
+
+Stage = Annotated[Union[SFTStage, EvalStage], Field(discriminator="kind")]
+PRODUCES_CHECKPOINT = {"sft"}
+PRODUCES_DATA: set[str] = set()
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+class RolloutEngineSpec(Section):
+    """vLLM engine settings shared by every rollout worker."""
+
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    max_model_len: int = Field(1024, ge=16)
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(0.8, gt=0, le=1)
+    kv_cache_gib: int = Field(1, ge=1, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    seed: int = 0
+
+
+class PipelineSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    cluster: ClusterSpec = ClusterSpec()
+    rollout: RolloutEngineSpec = RolloutEngineSpec()
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    datasets: dict[str, DatasetSpec] = {}
+    stages: list[Stage] = Field(min_length=1)
+
+
+Loc = tuple[str | int, ...]
+
+
+def _ref_parts(value: Any) -> tuple[str | None, str | None]:
+    """(name, from) of a reference as written in YAML; (None, None) if it is malformed (pydantic says why)."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, dict) and isinstance(value.get("from"), str):
+        return None, value["from"]
+    return None, None
+
+
+def check_references(data: dict) -> list[tuple[Loc, str]]:
+    """Cross-section checks pydantic cannot express: names exist and ``from:`` points backwards.
+
+    Works on the raw YAML mapping, defensively, so these problems are reported together with the schema's
+    own instead of only after every schema error is fixed.
+    """
+    problems: list[tuple[Loc, str]] = []
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
+    raw_stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    stages = [s if isinstance(s, dict) else {} for s in raw_stages]
+    kinds: dict[str, str] = {}
+
+    def check(value: Any, loc: Loc, table: dict, what: str, producers: set[str], output: str) -> None:
+        name, source = _ref_parts(value)
+        if name is not None and name not in table:
+            problems.append((loc, f"unknown {what} {name!r}; defined: {', '.join(map(str, table)) or 'none'}"))
+        elif source is not None and source not in kinds:
+            later = any(s.get("name") == source for s in stages)
+            hint = "it runs later; a stage can only use earlier stages" if later else "no stage has that name"
+            problems.append((loc + ("from",), f"'from: {source}' does not refer to an earlier stage ({hint})"))
+        elif source is not None and kinds[source] not in producers:
+            problems.append((loc + ("from",), f"stage {source!r} (kind {kinds[source]}) does not produce {output}"))
+
+    for name, model in models.items():
+        tok = ((model or {}).get("init") or {}).get("tokenizer") if isinstance(model, dict) else None
+        train_on = tok.get("train_on") if isinstance(tok, dict) else None
+        for j, ds in enumerate(train_on if isinstance(train_on, list) else []):
+            if isinstance(ds, str) and ds not in datasets:
+                problems.append((("models", name, "init", "tokenizer", "train_on", j), f"unknown dataset {ds!r}"))
+        path = model.get("path") if isinstance(model, dict) else None
+        if isinstance(path, str) and not Path(path).exists():
+            problems.append((("models", name, "path"), f"no checkpoint directory at {path!r}"))
+    for i, stage in enumerate(stages):
+        loc: Loc = ("stages", i)
+        if stage.get("name") in kinds:
+            problems.append((loc + ("name",), f"duplicate stage name {stage['name']!r}"))
+        if "model" in stage:
+            check(stage["model"], loc + ("model",), models, "model", PRODUCES_CHECKPOINT, "a checkpoint")
+        for j, ref in enumerate(stage.get("data") if isinstance(stage.get("data"), list) else []):
+            check(ref, loc + ("data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
+        for block in ("eval", "early_stopping"):
+            if isinstance(stage.get(block), dict) and "data" in stage[block]:
+                check(stage[block]["data"], loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
+        problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
+        if isinstance(stage.get("name"), str):
+            kinds[stage["name"]] = str(stage.get("kind"))
+    return problems
+
+
+def _check_batch(train: Any, loc: Loc, cluster: Any) -> list[tuple[Loc, str]]:
+    """An optimizer step's batch must split evenly into ranks × micro-batches (DeepSpeed's invariant)."""
+    if not isinstance(train, dict):
+        return []
+    batch, micro = train.get("batch_size", 32), train.get("micro_batch_size", 8)
+    trainer = (cluster or {}).get("trainer") if isinstance(cluster, dict) else None
+    ranks = trainer.get("workers", 1) if isinstance(trainer, dict) else 1
+    if not all(isinstance(x, int) and x > 0 for x in (batch, micro, ranks)):
+        return []
+    if batch % (micro * ranks):
+        return [(loc + ("train", "batch_size"),
+                 f"batch_size {batch} must be a multiple of micro_batch_size ({micro}) x trainer workers ({ranks})")]
+    return []

@@ -1,0 +1,167 @@
+"""Synthetic verifiable reasoning task: arithmetic word problems with an integer or fraction answer.
+
+Every problem is generated from a seed, so a split is the same on every machine. The SFT split carries a
+worked chain of thought in the R1 template (``<think>…</think><answer>…</answer>``); the RL and eval splits
+carry only the prompt and the gold answer. The eval split is held out by construction: a problem belongs to
+it iff a hash of its prompt falls in the eval bucket (1 in 10), and the SFT and RL splits skip that bucket,
+whatever their sizes and seeds.
+
+The chain of thought is digit by digit (column addition with carries, column subtraction with borrows,
+long multiplication by a one-digit factor, gcd reduction for fractions): a model of a million parameters
+cannot add two numbers in one step, but it can learn to follow columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+from math import gcd
+
+SPLIT_OFFSETS = {"sft": 0, "rl": 1_000_003, "eval": 2_000_003}
+OPS = ("add", "sub", "mul", "frac", "share")
+
+_NAMES = ["Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lea", "Max", "Nia"]
+_THINGS = ["apples", "books", "coins", "marbles", "pens", "stamps", "shells", "cards", "beads", "rocks"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    op: str
+    prompt: str
+    answer: str
+    thought: str
+
+    def response(self) -> str:
+        return f"<think>\n{self.thought}\n</think>\n<answer>{self.answer}</answer>"
+
+
+def _digits(n: int) -> list[int]:
+    return [int(c) for c in reversed(str(n))]
+
+
+def _add_steps(a: int, b: int) -> list[str]:
+    da, db = _digits(a), _digits(b)
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x = da[i] if i < len(da) else 0
+        y = db[i] if i < len(db) else 0
+        s = x + y + carry
+        carry_txt = f" + {carry}" if carry else ""
+        steps.append(f"{x} + {y}{carry_txt} = {s}, write {s % 10} carry {s // 10}")
+        carry = s // 10
+    if carry:
+        steps.append(f"write {carry}")
+    steps.append(f"{a} + {b} = {a + b}")
+    return steps
+
+
+def _sub_steps(a: int, b: int) -> list[str]:
+    """Column subtraction of b from a (a >= b) with borrows."""
+    da, db = _digits(a), _digits(b)
+    steps, borrow = [], 0
+    for i in range(len(da)):
+        x = da[i] - borrow
+        y = db[i] if i < len(db) else 0
+        if x < y:
+            steps.append(f"{x} - {y} needs a borrow: {x + 10} - {y} = {x + 10 - y}")
+            borrow = 1
+        else:
+            steps.append(f"{x} - {y} = {x - y}")
+            borrow = 0
+    steps.append(f"{a} - {b} = {a - b}")
+    return steps
+
+
+def _mul_steps(a: int, d: int) -> list[str]:
+    """Long multiplication of a by a one-digit factor d."""
+    steps, carry = [], 0
+    for x in _digits(a):
+        p = x * d + carry
+        carry_txt = f" + {carry}" if carry else ""
+        steps.append(f"{x} * {d}{carry_txt} = {p}, write {p % 10} carry {p // 10}")
+        carry = p // 10
+    if carry:
+        steps.append(f"write {carry}")
+    steps.append(f"{a} * {d} = {a * d}")
+    return steps
+
+
+def _fraction_steps(num: int, den: int) -> tuple[list[str], str]:
+    g = gcd(num, den)
+    value = Fraction(num, den)
+    steps = [f"the fraction is {num}/{den}", f"gcd({num}, {den}) = {g}"]
+    if g > 1:
+        steps.append(f"{num}/{den} = {num // g}/{den // g}")
+    answer = str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    return steps, answer
+
+
+def _number(rng: random.Random, digits: int) -> int:
+    return rng.randint(10 ** (digits - 1) if digits > 1 else 1, 10**digits - 1)
+
+
+def generate_problem(rng: random.Random, digits: int = 2, ops: tuple[str, ...] = OPS) -> Problem:
+    op = rng.choice(ops)
+    name, thing = rng.choice(_NAMES), rng.choice(_THINGS)
+    if op == "add":
+        a, b = _number(rng, digits), _number(rng, digits)
+        prompt = f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?"
+        return Problem(op, prompt, str(a + b), "\n".join(_add_steps(a, b)))
+    if op == "sub":
+        a, b = sorted((_number(rng, digits), _number(rng, digits)), reverse=True)
+        prompt = f"{name} has {a} {thing} and gives away {b}. How many {thing} are left?"
+        return Problem(op, prompt, str(a - b), "\n".join(_sub_steps(a, b)))
+    if op == "mul":
+        a, d = _number(rng, digits), rng.randint(2, 9)
+        prompt = f"{name} fills {d} boxes with {a} {thing} each. How many {thing} is that in total?"
+        return Problem(op, prompt, str(a * d), "\n".join(_mul_steps(a, d)))
+    if op == "frac":
+        den = rng.randint(2, 12)
+        eaten = rng.randint(1, den - 1)
+        prompt = (f"A cake is cut into {den} equal pieces and {name} eats {eaten} of them. "
+                  f"What fraction of the cake is left?")
+        steps = [f"{den} - {eaten} = {den - eaten} pieces are left"]
+        more, answer = _fraction_steps(den - eaten, den)
+        return Problem(op, prompt, answer, "\n".join(steps + more))
+    if op == "share":
+        total = _number(rng, digits)
+        people = rng.randint(2, 12)
+        prompt = f"{name} shares {total} kg of rice equally among {people} people. How many kg does each get?"
+        steps, answer = _fraction_steps(total, people)
+        return Problem(op, prompt, answer, "\n".join(steps))
+    raise ValueError(f"Unknown arithmetic operation {op!r}; choose from {', '.join(OPS)}.")
+
+
+def is_held_out(prompt: str) -> bool:
+    """True for the eval bucket: one prompt in ten, chosen by a hash that does not depend on any seed."""
+    return int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16) % 10 == 0
+
+
+def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple[str, ...] = OPS) -> list[dict]:
+    """Rows of one split. ``sft`` rows carry ``response``; all rows carry ``prompt``, ``answer``, ``domain``.
+
+    Duplicated prompts are skipped within a split; the eval split and the others never share a prompt.
+    """
+    if split not in SPLIT_OFFSETS:
+        raise ValueError(f"Unknown split {split!r}; choose from {', '.join(SPLIT_OFFSETS)}.")
+    rng = random.Random(seed * 7_919 + SPLIT_OFFSETS[split])
+    seen: set[str] = set()
+    rows: list[dict] = []
+    attempts = 0
+    while len(rows) < size:
+        attempts += 1
+        if attempts > 200 * size + 10_000:
+            raise ValueError(f"Only {len(rows)} distinct problems exist for digits={digits}, ops={ops}; "
+                             f"ask for fewer than {size} or widen the task.")
+        p = generate_problem(rng, digits, ops)
+        if p.prompt in seen or is_held_out(p.prompt) != (split == "eval"):
+            continue
+        seen.add(p.prompt)
+        row = {"id": f"{split}-{seed}-{len(rows)}", "prompt": p.prompt, "answer": p.answer,
+               "domain": "math", "op": p.op}
+        if split == "sft":
+            row["response"] = p.response()
+        rows.append(row)
+    return rows

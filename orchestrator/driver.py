@@ -1,0 +1,72 @@
+"""The driver: for each stage in the pipeline, skip it if it already finished, else run it and record it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+
+from orchestrator import cluster
+from orchestrator.config import PipelineSpec
+from orchestrator.report import RunDir, fingerprint
+from orchestrator.stages import eval as eval_stage
+from orchestrator.stages import sft
+from orchestrator.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+STAGES = {"sft": sft.run, "eval": eval_stage.run}
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, kind: str, cause: BaseException):
+        self.stage = stage
+        super().__init__(f"Stage {stage!r} ({kind}) failed: {cause}")
+
+
+def stage_fingerprints(spec: PipelineSpec) -> dict[str, str]:
+    """A stage's fingerprint covers its own section, the models and datasets it may read, and every earlier
+    stage's fingerprint: changing anything upstream re-runs it, changing nothing skips it."""
+    shared = {"models": spec.model_dump()["models"], "datasets": spec.model_dump()["datasets"],
+              "seed": spec.seed}
+    out, chain = {}, fingerprint(shared)
+    for stage in spec.stages:
+        chain = fingerprint([chain, stage.model_dump(mode="json")])
+        out[stage.name] = chain
+    return out
+
+
+def run_pipeline(spec: PipelineSpec, run_dir: Path, address: str | None = None, pipeline_text: str = "") -> dict:
+    run = RunDir(run_dir, spec.name)
+    if pipeline_text:
+        (run.root / "pipeline.yaml").write_text(pipeline_text)
+    names = [s.name for s in spec.stages]
+    fps = stage_fingerprints(spec)
+    pending = [s for s in spec.stages if not run.is_finished(s.name, fps[s.name])]
+    for stage in spec.stages:
+        if stage not in pending:
+            log.info("stage %s: already finished in %s, skipping", stage.name, run.root)
+    if not pending:
+        return run.write_summary(names, "succeeded")
+    run.write_summary(names, "running")
+    with cluster.connect(address, spec.cluster):
+        for stage in pending:
+            log.info("stage %s (%s): starting", stage.name, stage.kind)
+            ctx = StageContext(spec, run, stage.name)
+            t0 = time.perf_counter()
+            try:
+                result = STAGES[stage.kind](stage, ctx)
+            except Exception as e:
+                run.record(stage.name, stage.kind, "failed", fps[stage.name], time.perf_counter() - t0,
+                           error="".join(traceback.format_exception(e))[-20_000:])
+                run.write_summary(names, "failed")
+                raise StageFailed(stage.name, stage.kind, e) from e
+            finally:
+                ctx.close()
+            seconds = time.perf_counter() - t0
+            run.record(stage.name, stage.kind, "succeeded", fps[stage.name], seconds, vars(result))
+            run.write_summary(names, "running")
+            log.info("stage %s: succeeded in %.1f s %s", stage.name, seconds,
+                     f"eval {result.eval.get('pass@1')}" if result.eval else "")
+    return run.write_summary(names, "succeeded")

@@ -1,0 +1,80 @@
+"""Model specs → Hugging Face checkpoint directories.
+
+A model is either a path to an existing Hugging Face checkpoint or ``init:`` a fresh architecture from a
+config. Fresh models are materialised once into the run directory (random weights + a locally trained
+tokenizer), so every stage, actor and engine afterwards only ever deals with a checkpoint path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from orchestrator.config import InitSpec
+
+log = logging.getLogger(__name__)
+
+# Tiny defaults per architecture; a spec's `config:` overrides any key. Sizes suit a CPU test run.
+_ARCH_DEFAULTS: dict[str, dict] = {
+    "qwen2": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0,
+                  tie_word_embeddings=True, rms_norm_eps=1e-6),
+    "llama": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0,
+                  tie_word_embeddings=True, rms_norm_eps=1e-6),
+    "deepseek_v3": dict(hidden_size=128, intermediate_size=384, moe_intermediate_size=64,
+                        num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4,
+                        num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=32,
+                        qk_rope_head_dim=16, v_head_dim=32, n_routed_experts=8, n_shared_experts=1,
+                        num_experts_per_tok=2, n_group=2, topk_group=1, routed_scaling_factor=1.0,
+                        norm_topk_prob=True, max_position_embeddings=512, tie_word_embeddings=False,
+                        rms_norm_eps=1e-6, num_nextn_predict_layers=0),
+}
+
+
+def model_config(init: InitSpec, tokenizer) -> dict:
+    """The architecture config: tiny defaults, the spec's overrides, and the tokenizer's special ids."""
+    cfg = dict(_ARCH_DEFAULTS[init.arch])
+    cfg.update(init.config)
+    cfg.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return cfg
+
+
+def _build_hf(arch: str, cfg: dict):
+    import transformers
+
+    config_cls = {"qwen2": transformers.Qwen2Config, "llama": transformers.LlamaConfig}[arch]
+    model_cls = {"qwen2": transformers.Qwen2ForCausalLM, "llama": transformers.LlamaForCausalLM}[arch]
+    return model_cls(config_cls(**cfg))
+
+
+def _build_v3(cfg: dict):
+    from actors.model import DeepseekV3ForCausalLM
+
+    return DeepseekV3ForCausalLM(cfg)
+
+
+def materialize(name: str, init: InitSpec, texts: Iterable[str], out_dir: Path) -> Path:
+    """Write a randomly initialised checkpoint with a fresh tokenizer to ``out_dir`` (once)."""
+    import torch
+
+    from orchestrator.data.tokenizer import build_bpe_tokenizer
+
+    done = out_dir / ".complete"
+    if done.exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_bpe_tokenizer(texts, init.tokenizer.vocab_size, out_dir)
+    cfg = model_config(init, tokenizer)
+    torch.manual_seed(init.seed)
+    model = _build_v3(cfg) if init.arch == "deepseek_v3" else _build_hf(init.arch, cfg)
+    model.save_pretrained(str(out_dir))
+    params = sum(p.numel() for p in model.parameters())
+    (out_dir / "init.json").write_text(json.dumps({"name": name, "arch": init.arch, "parameters": params}))
+    done.touch()
+    log.info("model %s: %s with %.2fM parameters, vocab %d → %s", name, init.arch, params / 1e6,
+             len(tokenizer), out_dir)
+    return out_dir

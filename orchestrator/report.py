@@ -1,0 +1,112 @@
+"""What a run leaves behind: the run directory's state, per-stage metrics and the summary.
+
+```
+RUN_DIR/pipeline.yaml  summary.json  events/            (TensorBoard, one subfolder per stage)
+RUN_DIR/<stage>/status.json  metrics.jsonl  eval.json  checkpoint/
+```
+``summary.json`` is read by tools outside the project: its keys (pipeline, status, stages[name, kind,
+status, seconds, metrics, eval, artifacts]) are a fixed interface. Files are replaced atomically so a
+reader (or a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class MetricsLog:
+    """Appends one JSON line per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, path: Path, tb_dir: Path | None = None):
+        self.path = path
+        self.file = path.open("a")
+        self.tb = None
+        if tb_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(tb_dir))
+            except ImportError:  # TensorBoard is optional at run time; metrics.jsonl is the record
+                self.tb = None
+
+    def log(self, record: dict, step: int | None = None) -> None:
+        self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        self.file.flush()
+        if self.tb is not None and step is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                    self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class RunDir:
+    """The run directory: which stages finished (with what config), and the summary built from them."""
+
+    def __init__(self, root: Path, pipeline_name: str):
+        self.root = root
+        self.pipeline_name = pipeline_name
+        root.mkdir(parents=True, exist_ok=True)
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def status(self, name: str) -> dict | None:
+        return read_json(self.root / name / "status.json")
+
+    def is_finished(self, name: str, fp: str) -> bool:
+        status = self.status(name)
+        return bool(status) and status.get("status") == "succeeded" and status.get("fingerprint") == fp
+
+    def record(self, name: str, kind: str, status: str, fp: str, seconds: float, result: dict | None = None,
+               error: str | None = None) -> None:
+        result = result or {}
+        write_json(self.stage_dir(name) / "status.json", {
+            "name": name, "kind": kind, "status": status, "fingerprint": fp, "seconds": round(seconds, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": result.get("metrics", {}),
+            "eval": result.get("eval", {}), "artifacts": result.get("artifacts", {}), "error": error,
+        })
+
+    def artifact(self, stage: str, key: str) -> Path:
+        """Absolute path of an artifact a finished stage recorded (e.g. its checkpoint)."""
+        status = self.status(stage) or {}
+        rel = status.get("artifacts", {}).get(key)
+        if rel is None:
+            raise RuntimeError(f"Stage {stage!r} has no {key!r} artifact in {self.root}; did it finish?")
+        return self.root / rel
+
+    def write_summary(self, stage_names: list[str], status: str) -> dict:
+        stages = []
+        for name in stage_names:
+            st = self.status(name)
+            if st is None:
+                continue
+            stages.append({k: st.get(k) for k in ("name", "kind", "status", "seconds", "metrics", "eval",
+                                                  "artifacts")} | ({"error": st["error"]} if st.get("error") else {}))
+        summary = {"pipeline": self.pipeline_name, "status": status, "stages": stages}
+        write_json(self.root / "summary.json", summary)
+        return summary

@@ -1,0 +1,70 @@
+"""What a stage is given: its own directory and metrics log, the cluster and engine sections, and resolvers
+that turn references (``tiny``, ``{from: cold_start}``) into checkpoint paths and dataset rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from orchestrator.config import ClusterSpec, PipelineSpec, Ref
+from orchestrator.data import loading
+from orchestrator.report import MetricsLog, RunDir, write_json
+
+
+@dataclass
+class StageResult:
+    metrics: dict = field(default_factory=dict)
+    eval: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
+    """Artifact name → path relative to the run directory (``checkpoint``, ``data``)."""
+
+
+class StageContext:
+    def __init__(self, spec: PipelineSpec, run: RunDir, stage_name: str):
+        self._spec = spec
+        self.run = run
+        self.name = stage_name
+        self.dir = run.stage_dir(stage_name)
+        self.cluster: ClusterSpec = spec.cluster
+        self.engine: dict = spec.rollout.model_dump()
+        self.seed = spec.seed
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage_name)
+
+    # ------------------------------------------------------------------ references
+    def dataset_path(self, ref: Ref) -> Path:
+        if ref.from_ is not None:
+            return self.run.artifact(ref.from_, "data")
+        return loading.materialize(ref.name, self._spec.datasets[ref.name], self.run.root / "datasets")
+
+    def rows(self, ref: Ref) -> list[dict]:
+        return loading.read_rows(self.dataset_path(ref))
+
+    def model_path(self, ref: Ref) -> Path:
+        if ref.from_ is not None:
+            return self.run.artifact(ref.from_, "checkpoint")
+        spec = self._spec.models[ref.name]
+        if spec.path is not None:
+            return Path(spec.path)
+        from orchestrator.models import materialize
+
+        texts = (f"{r.get('prompt', '')}\n{r.get('response', '')}"
+                 for ds in spec.init.tokenizer.train_on for r in self.rows(Ref(name=ds)))
+        return materialize(ref.name, spec.init, texts, self.run.root / "models" / ref.name)
+
+    @staticmethod
+    @cache
+    def tokenizer(path: Path):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(path))
+
+    # ------------------------------------------------------------------ outputs
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.run.root))
+
+    def write_eval(self, result: dict) -> None:
+        write_json(self.dir / "eval.json", result)
+
+    def close(self) -> None:
+        self.metrics.close()
