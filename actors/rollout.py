@@ -18,9 +18,15 @@ from actors.types import Rollout, SamplingSpec
 
 log = logging.getLogger(__name__)
 
-# Architectures whose in-place reload was shown to reproduce a fresh engine bit for bit on vLLM CPU. MoE
-# models are rebuilt instead: vLLM CPU's fused-MoE layers do not take in-place expert reloads correctly.
+# Architectures whose in-place reload was shown to reproduce the checkpoint exactly on vLLM CPU. MoE models
+# are rebuilt instead: vLLM CPU's fused-MoE layers do not take in-place expert reloads correctly. So are
+# models with tied embeddings: the reload skips `lm_head` (it is not in the checkpoint) and vLLM keeps the
+# old head's repacked copy, so the served model would mix old and new weights.
 _RELOADABLE = {"qwen2", "llama"}
+
+
+def reloadable_in_place(config: dict) -> bool:
+    return config.get("model_type") in _RELOADABLE and not config.get("tie_word_embeddings", False)
 
 
 class RolloutWorker:
@@ -47,10 +53,10 @@ class RolloutWorker:
         from vllm import LLM
 
         args = {k: v for k, v in self.engine_args.items() if k != "kv_cache_gib"}
-        if self.model_type == "deepseek_v3":
-            # vLLM's MLA kernels reject the tiny head dims of test models; the plain attention path serves
-            # the same weights. Harmless for real V3 checkpoints on GPU, where it is not set.
-            os.environ.setdefault("VLLM_MLA_DISABLE", "1") if self.device == "cpu" else None
+        if self.model_type == "deepseek_v3" and self.device == "cpu":
+            # vLLM's CPU MLA backend rejects the small head dims of CPU-sized models; its plain attention path
+            # serves the same weights. GPUs keep the MLA kernels.
+            os.environ.setdefault("VLLM_MLA_DISABLE", "1")
         t0 = time.perf_counter()
         self.llm = LLM(model=path, tokenizer=path, **args)
         log.info("vLLM engine for %s ready in %.1f s", path, time.perf_counter() - t0)
@@ -59,8 +65,9 @@ class RolloutWorker:
         """Serve the checkpoint at ``path``: in place if the engine already serves this architecture and in-place
         reloads are exact for it, otherwise with a fresh engine."""
         t0 = time.perf_counter()
-        model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-        reuse = self.llm is not None and model_type == self.model_type and model_type in _RELOADABLE
+        config = json.loads((Path(path) / "config.json").read_text())
+        model_type = config.get("model_type")
+        reuse = self.llm is not None and model_type == self.model_type and reloadable_in_place(config)
         if reuse:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
             self.llm.reset_prefix_cache()

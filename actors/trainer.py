@@ -117,6 +117,10 @@ class PolicyTrainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds_config)
         self.micro_batch_size, self.grad_accum = micro_batch_size, grad_accum
+        self.bias_speed = train["router_bias_update_speed"]
+        # Our DeepSeek-V3 computes its extra training terms (MTP, optional balance loss) from labels, and
+        # balances its experts by moving router biases after every optimizer step.
+        self.is_v3 = type(model).__name__ == "DeepseekV3ForCausalLM"
         n_params = sum(p.numel() for p in model.parameters())
         return {"parameters": n_params, "zero_stage": train["zero_stage"], "world_size": self.world_size}
 
@@ -136,19 +140,29 @@ class PolicyTrainer:
         for mb_ids, mb_mask in chunks:
             # Right padding only follows real tokens, so a causal model needs no attention mask here; the
             # loss mask keeps padding out of the loss.
-            logits = engine(input_ids=mb_ids).logits[:, :-1]
+            labels = mb_ids.masked_fill(~mb_mask, -100) if self.is_v3 else None
+            out = engine(input_ids=mb_ids, labels=labels) if self.is_v3 else engine(input_ids=mb_ids)
+            logits = out.logits[:, :-1]
             targets, tmask = mb_ids[:, 1:], mb_mask[:, 1:]
             nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                     targets.reshape(-1), reduction="none")
             token_sum = (nll * tmask.reshape(-1)).sum()
-            engine.backward(token_sum * scale)
+            # MTP and balance terms are means per micro-batch: DeepSpeed's 1/grad_accum averages them.
+            extra = out.loss - out.lm_loss if self.is_v3 else 0.0
+            engine.backward(token_sum * scale + extra)
             engine.step()
             loss_sum += token_sum.item()
             tokens += int(tmask.sum())
         self.step += 1
+        extra_metrics = {}
+        if self.is_v3:
+            from actors.model import update_router_bias
+
+            extra_metrics = update_router_bias(engine.module, self.bias_speed)
         return StepMetrics(step=self.step, loss=self._global_mean(loss_sum, batch.global_tokens),
                            grad_norm=float(engine.get_global_grad_norm() or 0.0),
-                           lr=engine.get_lr()[0], tokens=tokens, seconds=time.perf_counter() - t0)
+                           lr=engine.get_lr()[0], tokens=tokens, seconds=time.perf_counter() - t0,
+                           extra=extra_metrics)
 
     def _global_mean(self, local_sum: float, global_tokens: int) -> float:
         total = torch.tensor([local_sum], dtype=torch.float64)

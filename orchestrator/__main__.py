@@ -70,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         print(plan(spec))
         return 0
 
+    from orchestrator.loopback import prepare
+
+    address = prepare(args.address)  # before the first `import ray`
     from orchestrator.driver import StageFailed, run_pipeline
 
     run_dir = Path(args.run_dir or Path("runs") / spec.name).resolve()
     try:
-        summary = run_pipeline(spec, run_dir, args.address, Path(args.pipeline).read_text())
+        summary = run_pipeline(spec, run_dir, address, Path(args.pipeline).read_text())
     except StageFailed as e:
         print(f"\nFAILED: {e}\nDetails: {run_dir / e.stage / 'status.json'}", file=sys.stderr)
         return 1

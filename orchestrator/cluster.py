@@ -18,6 +18,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.config import ClusterSpec, RoleResources
+from orchestrator.loopback import resolve_address
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +31,31 @@ def _project_root() -> str:
 
 @contextmanager
 def connect(address: str | None, cluster: ClusterSpec):
-    """Join the cluster at ``address`` (or the one a Ray job runs in); otherwise start an embedded local Ray
-    on 127.0.0.1 sized to this machine. Shuts down only what it started."""
+    """Join a Ray cluster, or start an embedded one; shut down only what this call started.
+
+    ``address``: a cluster to join; ``"local"`` forces an embedded Ray. Without one: the cluster of the Ray
+    job we run in (RAY_ADDRESS), else a cluster started with `ray start` on this machine, else an embedded
+    Ray on 127.0.0.1 sized to this machine.
+    """
     if ray.is_initialized():
         yield
         return
-    if address or os.environ.get("RAY_ADDRESS"):
-        # Inside `ray job submit` the job's runtime env (its working dir) already carries the project.
-        in_job = bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS")) and not address
-        runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES}
-        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True,
-                 configure_logging=False)
-        log.info("joined the Ray cluster at %s", address or os.environ["RAY_ADDRESS"])
-    elif _local_cluster_running():
-        ray.init(address="auto", runtime_env={"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES},
-                 log_to_driver=True, configure_logging=False)
-        log.info("joined the Ray cluster running on this machine")
-    else:
+    address = resolve_address(address)
+    if address == "local":
         # Actors import the project's packages: make them importable wherever Ray starts its workers.
-        runtime_env = {"env_vars": {"PYTHONPATH": _project_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}}
+        env = {"PYTHONPATH": _project_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, _needed_cpus(cluster)),
-                 _node_ip_address="127.0.0.1", include_dashboard=False, runtime_env=runtime_env,
+                 _node_ip_address="127.0.0.1", include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=True, configure_logging=False)
-        log.info("started an embedded Ray on 127.0.0.1 (%s CPUs)", ray.cluster_resources().get("CPU"))
+        log.info("started an embedded Ray on 127.0.0.1 (%g CPUs)", ray.cluster_resources().get("CPU", 0))
+    else:
+        # A Ray job's driver inherits the job's runtime env (the uploaded working dir). From a shell we ship
+        # the project ourselves, so actors on other nodes can import it.
+        in_job = bool(os.environ.get("RAY_JOB_ID")) or address == os.environ.get("RAY_ADDRESS")
+        runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES}
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+        log.info("joined the Ray cluster at %s (%g CPUs, %g GPUs)", address,
+                 ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0))
     try:
         yield
     finally:
@@ -60,20 +63,6 @@ def connect(address: str | None, cluster: ClusterSpec):
 
 
 _UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/"]
-
-
-def _local_cluster_running() -> bool:
-    """True if `ray start` left a cluster address on this machine and its GCS answers."""
-    import socket
-    import tempfile
-
-    marker = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
-    try:
-        host, port = open(marker).read().strip().rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=1.0):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def _needed_cpus(cluster: ClusterSpec) -> int:

@@ -158,6 +158,8 @@ class TrainSpec(Section):
     optim: OptimSpec = OptimSpec()
     seed: int = 0
     log_every: int = Field(10, ge=1)
+    router_bias_update_speed: float = Field(
+        1e-3, ge=0, description="DeepSeek-V3 MoE: auxiliary-loss-free balancing speed (gamma); 0 freezes the bias")
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:

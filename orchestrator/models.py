@@ -16,21 +16,17 @@ from orchestrator.config import InitSpec
 
 log = logging.getLogger(__name__)
 
-# Tiny defaults per architecture; a spec's `config:` overrides any key. Sizes suit a CPU test run.
+# Tiny defaults per architecture; a spec's `config:` overrides any key. Sizes suit a CPU test run. Embeddings
+# are untied so rollout workers can swap weights in place (see actors/rollout.py).
 _ARCH_DEFAULTS: dict[str, dict] = {
     "qwen2": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0,
-                  tie_word_embeddings=True, rms_norm_eps=1e-6),
+                  tie_word_embeddings=False, rms_norm_eps=1e-6),
     "llama": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0,
-                  tie_word_embeddings=True, rms_norm_eps=1e-6),
-    "deepseek_v3": dict(hidden_size=128, intermediate_size=384, moe_intermediate_size=64,
-                        num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4,
-                        num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=32,
-                        qk_rope_head_dim=16, v_head_dim=32, n_routed_experts=8, n_shared_experts=1,
-                        num_experts_per_tok=2, n_group=2, topk_group=1, routed_scaling_factor=1.0,
-                        norm_topk_prob=True, max_position_embeddings=512, tie_word_embeddings=False,
-                        rms_norm_eps=1e-6, num_nextn_predict_layers=0),
+                  tie_word_embeddings=False, rms_norm_eps=1e-6),
+    # DeepseekV3Config.tiny() supplies the rest: a CPU-sized config with every V3 feature on.
+    "deepseek_v3": {},
 }
 
 
@@ -52,9 +48,9 @@ def _build_hf(arch: str, cfg: dict):
 
 
 def _build_v3(cfg: dict):
-    from actors.model import DeepseekV3ForCausalLM
+    from actors.model import DeepseekV3Config, DeepseekV3ForCausalLM
 
-    return DeepseekV3ForCausalLM(cfg)
+    return DeepseekV3ForCausalLM(DeepseekV3Config.tiny(**cfg))
 
 
 def materialize(name: str, init: InitSpec, texts: Iterable[str], out_dir: Path) -> Path:

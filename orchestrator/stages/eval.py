@@ -13,7 +13,8 @@ from orchestrator.cluster import ActorGroup, spawn_rollout
 from orchestrator.config import EvalSpec, EvalStage
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.scoring import extract_answer, score_math
+from rewards.math_extract import extract_answer
+from rewards.registry import get_reward
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,9 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
              max_tokens: int = 256, temperature: float = 0.0, n: int = 1, seed: int = 0) -> dict:
     """Generate on ``rows`` with the model the workers serve now and score every sample.
 
-    pass@1 is the mean correctness over all samples (greedy when temperature is 0); cons@n is majority-vote
-    correctness over each prompt's n samples (only when n > 1).
+    Samples are graded by the ``math`` reward (sympy equivalence against the row's ``answer``). pass@1 is the
+    mean correctness over all samples (greedy when temperature is 0); cons@n is majority-vote correctness over
+    each prompt's n samples (only when n > 1).
     """
     if spec is not None:
         max_tokens, temperature, n = spec.max_tokens, spec.temperature, spec.n
@@ -45,6 +47,7 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
     sampling = SamplingSpec(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False,
                             stop_token_ids=[tokenizer.eos_token_id])
     rollouts = generate_sharded(rollout, prompts, sampling)
+    math = get_reward("math")
     by_prompt: dict[int, list[Rollout]] = defaultdict(list)
     for r in rollouts:
         by_prompt[r.prompt_index].append(r)
@@ -52,16 +55,15 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
     per_domain: dict[str, list[float]] = defaultdict(list)
     for i, row in enumerate(rows):
         samples = by_prompt[i]
-        scores = [score_math(s.text, row.get("answer", "")) for s in samples]
+        scores = [math(s.text, row).score for s in samples]
         correct += scores
         lengths += [len(s.response_ids) for s in samples]
         truncated += sum(s.finish_reason == "length" for s in samples)
         per_domain[row.get("domain", "general")] += scores
         if n > 1:
-            answers = [a for a in (extract_answer(s.text) for s in samples) if a is not None]
+            answers = [a for a in (extract_answer(s.text).answer for s in samples) if a is not None]
             top = Counter(answers).most_common(1)
-            votes_correct.append(float(bool(top) and score_math(f"<answer>{top[0][0]}</answer>",
-                                                                 row.get("answer", "")) == 1.0))
+            votes_correct.append(float(bool(top) and math(f"<answer>{top[0][0]}</answer>", row).score == 1.0))
     result = {
         "pass@1": _mean(correct),
         "mean_response_tokens": _mean(lengths),

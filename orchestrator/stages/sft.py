@@ -136,7 +136,7 @@ def _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, pad_id)
         record = {"step": metrics.step, "loss": round(metrics.loss, 5), "grad_norm": round(metrics.grad_norm, 4),
                   "lr": metrics.lr, "tokens_per_s": round(metrics.tokens * world / metrics.seconds, 1),
                   "epoch": round((step + 1) * train.batch_size / len(examples), 3),
-                  "elapsed_s": round(time.perf_counter() - t_start, 1)}
+                  "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
         ctx.metrics.log(record, step=metrics.step)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics.loss:.3f}", refresh=False)

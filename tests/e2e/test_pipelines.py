@@ -1,0 +1,103 @@
+"""Whole pipelines through the command line, as a user runs them: embedded Ray, and `ray job submit`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+SUMMARY_KEYS = {"name", "kind", "status", "seconds", "metrics", "eval", "artifacts"}
+
+
+def _run(args: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def _check_smoke_summary(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["pipeline"] == "smoke" and summary["status"] == "succeeded"
+    assert [s["name"] for s in summary["stages"]] == ["cold_start", "final_eval"]
+    for stage in summary["stages"]:
+        assert SUMMARY_KEYS <= stage.keys() and stage["status"] == "succeeded"
+        assert 0.0 <= stage["eval"]["pass@1"] <= 1.0
+    assert summary["stages"][1]["eval"]["samples_per_problem"] == 4 and "cons@4" in summary["stages"][1]["eval"]
+    assert (run_dir / summary["stages"][0]["artifacts"]["checkpoint"] / "model.safetensors").exists()
+    return summary
+
+
+def test_smoke_pipeline_runs_then_skips_finished_stages(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "orchestrator", "run", "pipelines/smoke.yaml", "--run-dir", str(run_dir),
+           "--address", "local"]
+    first = _run(cmd, timeout=600)
+    assert first.returncode == 0, first.stderr[-4000:]
+    summary = _check_smoke_summary(run_dir)
+    steps = [json.loads(line) for line in (run_dir / "cold_start" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in steps if "loss" in r]
+    assert len(losses) == 12 and losses[-1] < losses[0]
+    assert any("dev_pass@1" in r for r in steps)  # early stopping evaluated on held-out prompts
+    assert (run_dir / "events" / "cold_start").is_dir()
+
+    status = run_dir / "cold_start" / "status.json"
+    stamp = status.stat().st_mtime_ns
+    t0 = time.perf_counter()
+    again = _run(cmd, timeout=120)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert time.perf_counter() - t0 < 30, "re-running a finished pipeline should not start any work"
+    assert "cold_start: already finished" in again.stderr and "final_eval: already finished" in again.stderr
+    assert status.stat().st_mtime_ns == stamp
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    token = Path.home() / ".ray" / "auth_token"
+    headers = {"Authorization": f"Bearer {token.read_text().strip()}"} if token.exists() else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_ray_job_submit_against_a_loopback_head(tmp_path):
+    venv_bin = str(Path(sys.executable).parent)
+    # Token auth on both sides, as Ray sets up a new local cluster by default (the token lives in ~/.ray).
+    env = {"PATH": venv_bin + os.pathsep + os.environ["PATH"], "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps the head on 127.0.0.1 (orchestrator/loopback.py)
+    port, dash = _free_port(), _free_port()
+    temp_dir = Path("/tmp") / f"rayjob{os.getpid()}"  # short: Ray's unix sockets have a path-length limit
+    start = _run([f"{venv_bin}/ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                  "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "3",
+                  "--temp-dir", str(temp_dir), "--disable-usage-stats"], timeout=180, env=env)
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        run_dir = tmp_path / "job-run"
+        submit = _run([f"{venv_bin}/ray", "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                       "--working-dir", ".", "--", "python", "-m", "orchestrator", "run", "pipelines/smoke.yaml",
+                       "--run-dir", str(run_dir)], timeout=900, env=env)
+        assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
+        assert "succeeded" in submit.stdout
+        _check_smoke_summary(run_dir)
+        jobs = _get_json(f"http://127.0.0.1:{dash}/api/jobs/")
+        assert any(j["status"] == "SUCCEEDED" and "smoke.yaml" in j["entrypoint"] for j in jobs)
+        actors = _get_json(f"http://127.0.0.1:{dash}/api/v0/actors?limit=1000")
+        classes = {a["class_name"] for a in actors["data"]["result"]["result"]}
+        assert {"PolicyTrainer", "RolloutWorker"} <= classes, classes
+        nodes = _get_json(f"http://127.0.0.1:{dash}/api/v0/nodes?limit=10")["data"]["result"]["result"]
+        assert {n["node_ip"] for n in nodes} == {"127.0.0.1"}
+    finally:
+        _run([f"{venv_bin}/ray", "stop", "--force"], timeout=120, env=env)

@@ -1,0 +1,4 @@
+# kind: infinite loop
+# expected: ["done"]
+while True:
+    pass

@@ -1,0 +1,4 @@
+# kind: output flood (stdout)
+# expected: ["done"]
+while True:
+    print("A" * 1000)

@@ -1,0 +1,5 @@
+# kind: segfault through ctypes
+# expected: ["ok"]
+import ctypes
+ctypes.string_at(0)
+print("ok")

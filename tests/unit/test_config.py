@@ -1,0 +1,119 @@
+"""The pipeline schema: every mistake is reported with its YAML path and line, valid files parse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.__main__ import plan
+from orchestrator.yaml_errors import PipelineError, load_pipeline, parse_pipeline
+from tests.conftest import ROOT
+
+GOOD = """\
+name: p
+datasets:
+  a: {synthetic: {split: sft, size: 10}}
+  e: {synthetic: {split: eval, size: 10}}
+models:
+  tiny:
+    init: {arch: qwen2, tokenizer: {train_on: [a]}}
+stages:
+  - name: s1
+    kind: sft
+    model: tiny
+    data: [a]
+    train: {steps: 2, batch_size: 8, micro_batch_size: 4}
+  - name: s2
+    kind: eval
+    model: {from: s1}
+    eval: {data: e}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(text, "p.yaml")
+    return info.value.problems
+
+
+def test_good_pipeline_parses_with_references():
+    spec = parse_pipeline(GOOD)
+    assert [s.kind for s in spec.stages] == ["sft", "eval"]
+    assert spec.stages[1].model.from_ == "s1" and spec.stages[0].model.name == "tiny"
+
+
+def test_unknown_key_names_path_and_line():
+    text = GOOD.replace("train: {steps: 2,", "train: {stepz: 2, steps: 2,")
+    assert problems(text) == ["p.yaml:13: stages[0].train.stepz: unknown key (not part of this section; "
+                              "check the spelling)"]
+
+
+def test_wrong_type_names_path_line_and_value():
+    [msg] = problems(GOOD.replace("batch_size: 8", "batch_size: eight"))
+    assert msg.startswith("p.yaml:13: stages[0].train.batch_size: Input should be a valid integer")
+    assert "'eight'" in msg
+
+
+def test_dangling_and_forward_references():
+    text = GOOD.replace("model: {from: s1}", "model: {from: s9}").replace("data: [a]", "data: [a, zz]")
+    msgs = problems(text)
+    assert "p.yaml:12: stages[0].data[1]: unknown dataset 'zz'; defined: a, e" in msgs
+    assert any(m.startswith("p.yaml:16: stages[1].model.from: 'from: s9' does not refer to an earlier stage")
+               for m in msgs)
+    forward = GOOD.replace("model: tiny\n", "model: {from: s2}\n")
+    [msg] = problems(forward)
+    assert "p.yaml:11:" in msg and "it runs later" in msg
+
+
+def test_eval_stage_is_not_a_checkpoint():
+    text = GOOD + "  - name: s3\n    kind: eval\n    model: {from: s2}\n    eval: {data: e}\n"
+    [msg] = problems(text)
+    assert msg.startswith("p.yaml:20: stages[2].model.from:") and "does not produce a checkpoint" in msg
+
+
+def test_unknown_stage_kind_and_missing_key_and_duplicates():
+    text = GOOD.replace("kind: eval", "kind: evaluate").replace("  e: {synthetic", "  a: {synthetic")
+    msgs = problems(text)
+    assert any(m.startswith("p.yaml:4: datasets.a: duplicate key") for m in msgs)
+    assert any(m.startswith("p.yaml:15: stages[1].kind: unknown stage kind 'evaluate'") for m in msgs)
+    missing = problems(GOOD.replace("    data: [a]\n", ""))
+    assert missing == ["p.yaml:9: stages[0].data: required key is missing"]
+
+
+def test_batch_must_split_over_ranks_and_micro_batches():
+    text = GOOD.replace("name: p\n", "name: p\ncluster: {trainer: {workers: 3}}\n")
+    [msg] = problems(text)
+    assert msg.startswith("p.yaml:14: stages[0].train.batch_size: batch_size 8 must be a multiple")
+
+
+def test_yaml_syntax_error_has_a_line():
+    [msg] = problems("name: p\nstages: [\n  - a\n")
+    assert msg.startswith("p.yaml:") and "not valid YAML" in msg
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_pipelines_validate(path: Path):
+    spec = load_pipeline(path)
+    assert spec.stages
+
+
+def test_plan_counts_actors_and_resources():
+    text = plan(parse_pipeline(GOOD.replace("name: p\n", "name: p\ncluster: {trainer: {workers: 2, gpus: 1}}\n")
+                               .replace("micro_batch_size: 4", "micro_batch_size: 2")))
+    assert "2 x PolicyTrainer  1 CPU, 1 GPU each" in text
+    assert "peak: 2 CPU, 2 GPU" in text
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("lr", "x").replace("size: 10}}\n  e", "size: -1}}\n  e"))
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert f"{bad}:3: datasets.a.synthetic.size: Input should be greater than or equal to 1" in out.stderr
+    ok = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(ROOT / "pipelines/smoke.yaml")],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
