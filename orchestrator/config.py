@@ -157,7 +157,6 @@ class TrainSpec(Section):
     dtype: Literal["float32", "bfloat16"] = "float32"
     optim: OptimSpec = OptimSpec()
     seed: int = 0
-    log_every: int = Field(10, ge=1)
     router_bias_update_speed: float = Field(
         1e-3, ge=0, description="DeepSeek-V3 MoE: auxiliary-loss-free balancing speed (gamma); 0 freezes the bias")
 

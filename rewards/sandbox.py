@@ -219,7 +219,11 @@ def _bwrap_args(binds: list[str], limits: Limits, as_root: bool) -> list[str]:
     else:  # unprivileged: a user namespace maps the sandbox to this (non-root) user
         args = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534",
                 "--cap-drop", "ALL"]
-    args += ["--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    size = str(limits.tmp_size_mb << 20)
+    # The private /tmp comes before the binds: an interpreter under /tmp (a checkout there) is bound on top
+    # of it instead of being hidden by it.
+    args += ["--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr",
+             "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     for top in ("/bin", "/lib", "/lib64", "/sbin"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -227,13 +231,12 @@ def _bwrap_args(binds: list[str], limits: Limits, as_root: bool) -> list[str]:
             args += ["--ro-bind", top, top]
     for path in _HOST_FILES:
         args += ["--ro-bind-try", path, path]
-    for parent in sorted({str(p) for b in binds for p in Path(b).parents if str(p) != "/"}):
+    for parent in sorted({str(p) for b in binds for p in Path(b).parents if str(p) not in ("/", "/tmp")}):
         args += ["--perms", "0755", "--dir", parent]  # privileged bwrap would create them 0700: unreadable
     for path in binds:
         args += ["--ro-bind", path, path]
-    size = str(limits.tmp_size_mb << 20)
     # Only /tmp and /dev/shm are writable, both size-limited; the root and /dev become read-only.
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+    args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--remount-ro", "/",
              "--chdir", "/tmp", "--clearenv"]
     for key, value in _ENV.items():

@@ -49,15 +49,30 @@ def _bind_ro(source, target):
     _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _locked_flags(source))
 
 
+def _scratch_dir(binds: list[str]) -> str:
+    """An existing directory that is neither inside nor above any path to bind."""
+    for candidate in ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var/tmp", "/home"):
+        clear = all(os.path.commonpath([candidate, b]) not in (candidate, b) for b in binds)
+        if os.path.isdir(candidate) and not os.path.islink(candidate) and clear:
+            return candidate
+    raise OSError("no scratch directory outside the interpreter's paths; install bubblewrap")
+
+
 def enter_jail(spec):
     calls = _SYSCALLS.get(platform.machine())
     if calls is None:
         raise OSError(f"the unshare sandbox does not support {platform.machine()}; install bubblewrap")
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing below propagates to the host
-    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=700")  # scratch, this namespace only
-    new = "/tmp/root"
+    # The scratch mount hides what it covers (in this namespace only), so it must not cover anything we bind:
+    # the interpreter may live under /tmp (a checkout there), /opt, and so on.
+    scratch = _scratch_dir(["/usr", *spec["binds"]])
+    _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=700")
+    new = scratch + "/root"
     os.mkdir(new)
     _mount("tmpfs", new, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=4m,mode=755")
+    # The sandbox's /tmp first: binds below it (an interpreter under /tmp) then land on top of it.
+    os.mkdir(new + "/tmp")
+    _mount("tmpfs", new + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={spec['tmp_size_mb']}m,mode=1777")
     for top in ("/bin", "/lib", "/lib64", "/sbin"):
         if os.path.islink(top):
             os.symlink(os.readlink(top), new + top)
@@ -78,8 +93,6 @@ def enter_jail(spec):
     _mount(None, new + "/dev", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NOEXEC)
     if spec["drop_to_uid"] is None:  # in our own user namespace, this sysctl is ours; outside one it is the host's
         _forbid_nested_user_namespaces(new + "/proc/sys/user/max_user_namespaces")
-    os.mkdir(new + "/tmp")
-    _mount("tmpfs", new + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={spec['tmp_size_mb']}m,mode=1777")
     os.chdir(new)
     _check(_libc.syscall(calls["pivot_root"], b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", _MNT_DETACH), "detach the host root")

@@ -95,7 +95,7 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
         if stage.early_stopping is not None:
             rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
             stopper = _EarlyStopper(stage.early_stopping.patience, stage.early_stopping.min_delta)
-        last = _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer.pad_token_id)
+        last = _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer)
         final = ctx.dir / "checkpoint"
         if stopper is not None and stopper.best_step >= 0:
             shutil.rmtree(final, ignore_errors=True)
@@ -122,11 +122,10 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
             rollout.shutdown()
 
 
-def _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, pad_id) -> dict:
+def _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer) -> dict:
     train, es = stage.train, stage.early_stopping
-    world = len(trainers.actors)
+    world, pad_id = len(trainers.actors), tokenizer.pad_token_id
     dev_rows = ctx.rows(es.data)[: es.limit] if es else []
-    tokenizer = ctx.tokenizer(ctx.model_path(stage.model))
     last: dict = {"step": 0, "loss": float("nan")}
     bar = tqdm(total=steps, desc=f"{stage.name} (sft)", unit="step", mininterval=2.0, dynamic_ncols=True)
     t_start = time.perf_counter()
