@@ -57,6 +57,11 @@ class RolloutWorker:
             # vLLM's CPU MLA backend rejects the small head dims of CPU-sized models; its plain attention path
             # serves the same weights. GPUs keep the MLA kernels.
             os.environ.setdefault("VLLM_MLA_DISABLE", "1")
+            rope = json.loads((Path(path) / "config.json").read_text()).get("rope_parameters") or {}
+            if rope.get("rope_type", "default") == "default":
+                log.warning("%s: vLLM CPU 0.32 serves DeepSeek-V3 with plain RoPE with logprobs off by 1e-2 to "
+                            "1e0 from the reference implementation (its YaRN path is exact); express plain RoPE as "
+                            "YaRN with factor 1.0 for exact rollouts.", path)
         t0 = time.perf_counter()
         self.llm = LLM(model=path, tokenizer=path, **args)
         log.info("vLLM engine for %s ready in %.1f s", path, time.perf_counter() - t0)

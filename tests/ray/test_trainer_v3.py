@@ -54,3 +54,28 @@ def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp
     finally:
         rollout.shutdown()
     assert max(abs(a - b) for a, b in zip(served[1:], ours)) < 1e-3
+
+
+def test_make_run_model_is_served_exactly(ray_local, sft_rows, tmp_path):
+    """The V3 config of pipelines/tiny_sft.yaml: vLLM's rollouts see the same model the trainer trains."""
+    from orchestrator.yaml_errors import load_pipeline
+    from tests.conftest import ROOT
+
+    init = load_pipeline(ROOT / "pipelines" / "tiny_sft.yaml").models["tiny"].init
+    path = materialize("tiny", init, (r["prompt"] + "\n" + r["response"] for r in sft_rows), tmp_path / "m")
+    model = DeepseekV3ForCausalLM.from_pretrained(str(path)).eval()
+    for router in (m for m in model.modules() if hasattr(m, "e_score_correction_bias")):
+        router.e_score_correction_bias.normal_(0, 0.1)  # a trained router's bias is not zero
+    model.save_pretrained(str(path))
+    seq = list(range(5, 80))
+    with torch.no_grad():
+        logp = model(torch.tensor([seq])).logits[0].log_softmax(-1)
+    ours = [float(logp[i - 1, seq[i]]) for i in range(1, len(seq))]
+    cluster = ClusterSpec(rollout=RoleResources(workers=1, cpus=1, threads=1))
+    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
+    try:
+        rollout.call("load", str(path), 0)
+        [[served]] = rollout.call("prompt_logprobs", [seq])
+    finally:
+        rollout.shutdown()
+    assert max(abs(a - b) for a, b in zip(served[1:], ours)) < 1e-3
