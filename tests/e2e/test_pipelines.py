@@ -78,17 +78,29 @@ def test_ray_job_submit_against_a_loopback_head(tmp_path):
     # Token auth on both sides, as Ray sets up a new local cluster by default (the token lives in ~/.ray).
     env = {"PATH": venv_bin + os.pathsep + os.environ["PATH"], "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps the head on 127.0.0.1 (orchestrator/loopback.py)
+    # A fresh machine has no token yet; `ray start` in token mode needs one (the CLI makes it once).
+    token = _run([f"{venv_bin}/ray", "get-auth-token", "--generate"], timeout=60, env=env)
+    assert token.returncode == 0, token.stderr[-2000:]
     port, dash = _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"rayjob{os.getpid()}"  # short: Ray's unix sockets have a path-length limit
     start = _run([f"{venv_bin}/ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                   "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "3",
-                  "--temp-dir", str(temp_dir), "--disable-usage-stats"], timeout=180, env=env)
+                  "--temp-dir", str(temp_dir), "--disable-usage-stats",
+                  # Own agent ports: another Ray on this machine (a test's local one) holds the defaults, and a
+                  # head whose job agent cannot bind never accepts jobs.
+                  "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port",
+                  str(_free_port()), "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port",
+                  str(_free_port())], timeout=180, env=env)
     assert start.returncode == 0, start.stderr[-3000:]
     try:
         run_dir = tmp_path / "job-run"
-        submit = _run([f"{venv_bin}/ray", "job", "submit", "--address", f"http://127.0.0.1:{dash}",
-                       "--working-dir", ".", "--", "python", "-m", "orchestrator", "run", "pipelines/smoke.yaml",
-                       "--run-dir", str(run_dir)], timeout=900, env=env)
+        cmd = [f"{venv_bin}/ray", "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
+               "--", "python", "-m", "orchestrator", "run", "pipelines/smoke.yaml", "--run-dir", str(run_dir)]
+        for _ in range(12):  # right after `ray start` the head's job agent may not have registered yet
+            submit = _run(cmd, timeout=900, env=env)
+            if "No available agent to submit job" not in submit.stderr + submit.stdout:
+                break
+            time.sleep(5)
         assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
         assert "succeeded" in submit.stdout
         _check_smoke_summary(run_dir)

@@ -15,6 +15,13 @@ from orchestrator.models import materialize
 from orchestrator.stages.sft import _shard
 
 
+def _teacher_forced(model, seq: list[int]) -> list[float]:
+    """log p(seq[i] | seq[:i]) for i >= 1, from our model."""
+    with torch.no_grad():
+        logp = model(torch.tensor([seq])).logits[0].log_softmax(-1)
+    return [float(logp[i - 1, seq[i]]) for i in range(1, len(seq))]
+
+
 @pytest.fixture(scope="module")
 def tiny_v3(tmp_path_factory, sft_rows):
     init = InitSpec.model_validate({"arch": "deepseek_v3", "config": {"hidden_size": 64},
@@ -23,12 +30,13 @@ def tiny_v3(tmp_path_factory, sft_rows):
     return materialize("v3", init, (r["prompt"] + "\n" + r["response"] for r in sft_rows), out)
 
 
-def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp_path):
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp_path, zero_stage):
     cluster = ClusterSpec(trainer=RoleResources(workers=1, cpus=1, threads=1),
                           rollout=RoleResources(workers=1, cpus=1, threads=1))
     tok = AutoTokenizer.from_pretrained(str(tiny_v3))
     examples = [encode_sft(tok, r, 256) for r in sft_rows[:8]]
-    train = TrainSpec(steps=6, batch_size=8, micro_batch_size=4, zero_stage=2,
+    train = TrainSpec(steps=6, batch_size=8, micro_batch_size=4, zero_stage=zero_stage,
                       optim={"lr": 3e-3, "schedule": "constant"}).model_dump()
     trainers = spawn_trainers(cluster.trainer, cluster)
     try:
@@ -43,10 +51,10 @@ def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp
     assert steps[-1].extra["moe/router_bias_abs_mean"] > 0  # the balancing update moved the biases
 
     model = DeepseekV3ForCausalLM.from_pretrained(str(out)).eval()
+    biases = [m.e_score_correction_bias for m in model.modules() if hasattr(m, "e_score_correction_bias")]
+    assert any(b.abs().sum() > 0 for b in biases), "the exported checkpoint lost the trained router biases"
     seq = encode_prompt(tok, sft_rows[3]) + tok(sft_rows[3]["response"], add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logp = model(torch.tensor([seq])).logits[0].log_softmax(-1)
-    ours = [float(logp[i - 1, seq[i]]) for i in range(1, len(seq))]
+    ours = _teacher_forced(model, seq)
     rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
     try:
         rollout.call("load", str(out), 6)
@@ -68,9 +76,7 @@ def test_make_run_model_is_served_exactly(ray_local, sft_rows, tmp_path):
         router.e_score_correction_bias.normal_(0, 0.1)  # a trained router's bias is not zero
     model.save_pretrained(str(path))
     seq = list(range(5, 80))
-    with torch.no_grad():
-        logp = model(torch.tensor([seq])).logits[0].log_softmax(-1)
-    ours = [float(logp[i - 1, seq[i]]) for i in range(1, len(seq))]
+    ours = _teacher_forced(model, seq)
     cluster = ClusterSpec(rollout=RoleResources(workers=1, cpus=1, threads=1))
     rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
     try:
