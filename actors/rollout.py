@@ -39,6 +39,7 @@ class RolloutWorker:
         self.model_path: str | None = None
         self.model_type: str | None = None
         self.version = -1
+        self.syncing_version: int | None = None  # set while an in-memory weight sync is open
         if device == "cpu":
             # Before vLLM is imported: engine in this process, threads under Ray's CPU accounting.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -53,6 +54,8 @@ class RolloutWorker:
         from vllm import LLM
 
         args = {k: v for k, v in self.engine_args.items() if k != "kv_cache_gib"}
+        # Lets update_weights reach the running model (actors/weight_sync.py).
+        args.setdefault("worker_extension_cls", "actors.weight_sync.VllmWeightReceiver")
         if self.model_type == "deepseek_v3" and self.device == "cpu":
             # vLLM's CPU MLA backend rejects the small head dims of CPU-sized models; its plain attention path
             # serves the same weights. GPUs keep the MLA kernels.
@@ -87,6 +90,7 @@ class RolloutWorker:
         """``sampling.n`` completions per prompt (token ids), ordered prompt by prompt."""
         if self.llm is None:
             raise RuntimeError("RolloutWorker.generate called before load(): no model is being served.")
+        self._refuse_during_sync("generate")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -115,10 +119,38 @@ class RolloutWorker:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        self._refuse_during_sync("prompt_logprobs")
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], params, use_tqdm=False)
         return [[None if d is None else d[t].logprob for d, t in zip(o.prompt_logprobs, s)]
                 for o, s in zip(outputs, sequences)]
+
+    def update_weights(self, bucket: list, version: int, last: bool) -> dict | None:
+        """Load one bucket of (Hugging Face name, tensor) pairs into the running engine; the first bucket opens
+        the sync and ``last`` closes it and adopts ``version``. Contract: actors/weight_sync.py."""
+        if self.llm is None:
+            raise RuntimeError("RolloutWorker.update_weights called before load(): no engine to update.")
+        if self.syncing_version not in (None, version):
+            raise RuntimeError(f"A weight sync to version {self.syncing_version} is still open; version {version} "
+                               "cannot start until its last bucket has arrived.")
+        if self.syncing_version is None:
+            self._sync_started = time.perf_counter()
+            self.llm.collective_rpc("weight_sync_begin")
+            self.syncing_version, self._sync_buckets = version, 0
+        self.llm.collective_rpc("weight_sync_load", args=(bucket,))
+        self._sync_buckets += 1
+        if not last:
+            return None
+        self.llm.collective_rpc("weight_sync_finish")
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.version, self.syncing_version = version, None
+        return {"version": version, "buckets": self._sync_buckets,
+                "seconds": time.perf_counter() - self._sync_started}
+
+    def _refuse_during_sync(self, what: str) -> None:
+        if self.syncing_version is not None:
+            raise RuntimeError(f"RolloutWorker.{what} called while a weight sync to version {self.syncing_version} "
+                               "is open: the engine's weights are half-loaded. Send the last bucket first.")
 
     def close(self) -> None:
         if self.llm is not None:

@@ -195,6 +195,31 @@ class PolicyTrainer:
         tmp.rename(out)  # readers never see a half-written checkpoint
         return str(out)
 
+    def weight_bucket_refs(self, bucket_mb: float = 64.0) -> list:
+        """The current weights for in-memory sync: on rank 0, a list of Ray object refs, one per bucket of
+        (Hugging Face checkpoint name, tensor) pairs of about ``bucket_mb`` MB; [] on other ranks. Every rank must
+        call this (ZeRO-3 gathers shards). Contract: actors/weight_sync.py."""
+        import ray
+
+        from actors.weight_sync import buckets_of
+
+        state = self._full_state_dict()
+        if self.rank != 0:
+            return []
+        module = self.engine.module
+        if self.is_v3:
+            # The same renaming save_pretrained applies, so vLLM receives what it would read from disk.
+            from actors.model.names import hf_state_dict
+
+            state = hf_state_dict(state, module.config)
+        # A list of refs is returned as refs: the driver forwards them without pulling the tensors itself.
+        return [ray.put(bucket) for bucket in buckets_of(state.items(), bucket_mb)]
+
+    def _full_state_dict(self) -> dict:
+        if self.engine.zero_optimization_stage() == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        return self.engine.module.state_dict()
+
     def parameter_checksum(self) -> float:
         """Sum of all (gathered) parameters: cheap evidence that ranks agree and that training moved weights."""
         import deepspeed

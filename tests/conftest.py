@@ -34,3 +34,24 @@ def tiny_checkpoint(tmp_path_factory, sft_rows) -> Path:
     })
     out = tmp_path_factory.mktemp("tiny") / "model"
     return materialize("tiny", init, (r["prompt"] + "\n" + r["response"] for r in sft_rows), out)
+
+
+@pytest.fixture(scope="session")
+def tiny_v3(tmp_path_factory, sft_rows) -> Path:
+    """Our DeepSeek-V3 at its tiny default size, with a BPE tokenizer trained on the synthetic SFT rows."""
+    from orchestrator.config import InitSpec
+    from orchestrator.models import materialize
+
+    init = InitSpec.model_validate({"arch": "deepseek_v3", "config": {"hidden_size": 64},
+                                    "tokenizer": {"vocab_size": 400, "train_on": ["sft"]}})
+    out = tmp_path_factory.mktemp("v3") / "model"
+    return materialize("v3", init, (r["prompt"] + "\n" + r["response"] for r in sft_rows), out)
+
+
+def teacher_forced(model, seq: list[int]) -> list[float]:
+    """log p(seq[i] | seq[:i]) for i >= 1 from a model that returns ``.logits`` (ours or transformers')."""
+    import torch
+
+    with torch.no_grad():
+        logp = model(torch.tensor([seq])).logits[0].log_softmax(-1)
+    return [float(logp[i - 1, seq[i]]) for i in range(1, len(seq))]

@@ -4,30 +4,15 @@ checkpoint it writes is served by vLLM with the same teacher-forced logprobs."""
 from __future__ import annotations
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from actors.model import DeepseekV3ForCausalLM
 from orchestrator.cluster import spawn_rollout, spawn_trainers
-from orchestrator.config import ClusterSpec, InitSpec, RoleResources, RolloutEngineSpec, TrainSpec
+from orchestrator.config import ClusterSpec, RoleResources, RolloutEngineSpec, TrainSpec
 from orchestrator.data.chat import encode_prompt, encode_sft
 from orchestrator.models import materialize
 from orchestrator.stages.sft import _shard
-
-
-def _teacher_forced(model, seq: list[int]) -> list[float]:
-    """log p(seq[i] | seq[:i]) for i >= 1, from our model."""
-    with torch.no_grad():
-        logp = model(torch.tensor([seq])).logits[0].log_softmax(-1)
-    return [float(logp[i - 1, seq[i]]) for i in range(1, len(seq))]
-
-
-@pytest.fixture(scope="module")
-def tiny_v3(tmp_path_factory, sft_rows):
-    init = InitSpec.model_validate({"arch": "deepseek_v3", "config": {"hidden_size": 64},
-                                    "tokenizer": {"vocab_size": 400, "train_on": ["sft"]}})
-    out = tmp_path_factory.mktemp("v3") / "model"
-    return materialize("v3", init, (r["prompt"] + "\n" + r["response"] for r in sft_rows), out)
+from tests.conftest import teacher_forced
 
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
@@ -54,7 +39,7 @@ def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp
     biases = [m.e_score_correction_bias for m in model.modules() if hasattr(m, "e_score_correction_bias")]
     assert any(b.abs().sum() > 0 for b in biases), "the exported checkpoint lost the trained router biases"
     seq = encode_prompt(tok, sft_rows[3]) + tok(sft_rows[3]["response"], add_special_tokens=False)["input_ids"]
-    ours = _teacher_forced(model, seq)
+    ours = teacher_forced(model, seq)
     rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
     try:
         rollout.call("load", str(out), 6)
@@ -76,7 +61,7 @@ def test_make_run_model_is_served_exactly(ray_local, sft_rows, tmp_path):
         router.e_score_correction_bias.normal_(0, 0.1)  # a trained router's bias is not zero
     model.save_pretrained(str(path))
     seq = list(range(5, 80))
-    ours = _teacher_forced(model, seq)
+    ours = teacher_forced(model, seq)
     cluster = ClusterSpec(rollout=RoleResources(workers=1, cpus=1, threads=1))
     rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
     try:
