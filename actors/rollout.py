@@ -56,6 +56,9 @@ class RolloutWorker:
         args = {k: v for k, v in self.engine_args.items() if k != "kv_cache_gib"}
         # Lets update_weights reach the running model (actors/weight_sync.py).
         args.setdefault("worker_extension_cls", "actors.weight_sync.VllmWeightReceiver")
+        # Sampled tokens' logprobs after temperature (and top-p/top-k) processing: the distribution that was
+        # actually sampled, which the trainer recomputes at the same temperature (GRPO's TIS, logprob drift).
+        args.setdefault("logprobs_mode", "processed_logprobs")
         if self.model_type == "deepseek_v3" and self.device == "cpu":
             # vLLM's CPU MLA backend rejects the small head dims of CPU-sized models; its plain attention path
             # serves the same weights. GPUs keep the MLA kernels.

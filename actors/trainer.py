@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from actors.types import SFTBatch, StepMetrics
+from actors.types import RLBatch, SFTBatch, StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,13 @@ class PolicyTrainer:
                                    auto_mpi_discovery=False, verbose=False)
 
     # ------------------------------------------------------------------ setup
-    def setup(self, model_path: str, train: dict, total_steps: int, micro_batch_size: int, grad_accum: int) -> dict:
-        """Load the model and build the DeepSpeed engine. ``train`` is the stage's train section (as a dict)."""
+    def setup(self, model_path: str, train: dict, total_steps: int, micro_batch_size: int, grad_accum: int,
+              rl: dict | None = None) -> dict:
+        """Load the model and build the DeepSpeed engine. ``train`` is the stage's train section (as a dict).
+
+        ``rl`` (RL stages): ``{"grpo": GRPOSpec as a dict, "temperature": sampling temperature}``. RL steps have
+        a varying number of micro-batches, so they mark the accumulation boundary themselves (pass
+        ``grad_accum=1``); with ``grpo.kl_coef > 0`` a frozen copy of the starting model is the reference."""
         import deepspeed
 
         torch.manual_seed(train["seed"] + self.rank)
@@ -121,6 +126,15 @@ class PolicyTrainer:
         # Our DeepSeek-V3 computes its extra training terms (MTP, optional balance loss) from labels, and
         # balances its experts by moving router biases after every optimizer step.
         self.is_v3 = type(model).__name__ == "DeepseekV3ForCausalLM"
+        self.grpo, self.reference = None, None
+        if rl is not None:
+            from orchestrator.algorithms.grpo import GRPOSpec
+
+            self.grpo, self.temperature = GRPOSpec.model_validate(rl["grpo"]), float(rl["temperature"])
+            if self.grpo.kl_coef > 0:
+                # A full frozen copy on every rank: right for models that fit one device. At scale the reference
+                # belongs in its own ZeRO-3 inference engine (not built yet; see the README's GPU notes).
+                self.reference = load_causal_lm(model_path, dtype).eval().requires_grad_(False)
         n_params = sum(p.numel() for p in model.parameters())
         return {"parameters": n_params, "zero_stage": train["zero_stage"], "world_size": self.world_size}
 
@@ -163,6 +177,87 @@ class PolicyTrainer:
                            grad_norm=float(engine.get_global_grad_norm() or 0.0),
                            lr=engine.get_lr()[0], tokens=tokens, seconds=time.perf_counter() - t0,
                            extra=extra_metrics)
+
+    def rl_step(self, batch: RLBatch) -> StepMetrics:
+        """One GRPO optimizer step on this rank's share (``orchestrator.algorithms.grpo.grpo_loss``).
+
+        ``batch.normaliser`` is the loss denominator over all ranks, so micro-batch losses add up to the global
+        aggregate; DeepSpeed then averages gradients over ranks, which ``world_size`` undoes. Metrics are token-
+        weighted means over all ranks."""
+        from orchestrator.algorithms.grpo import grpo_loss
+        from orchestrator.algorithms.losses import entropy_from_logits, token_logprobs
+
+        if self.grpo is None:
+            raise RuntimeError("PolicyTrainer.rl_step called on a trainer set up without `rl` settings.")
+        t0 = time.perf_counter()
+        engine, spec = self.engine, self.grpo
+        engine.train()
+        sums: dict[str, float] = {}
+        loss_sum, tokens, ref_seconds = 0.0, 0, 0.0
+        last = len(batch.micro_batches) - 1
+        for i, mb in enumerate(batch.micro_batches):
+            engine.set_gradient_accumulation_boundary(i == last)
+            logits = engine(input_ids=mb.input_ids).logits[:, :-1]
+            logprobs = token_logprobs(logits, mb.input_ids[:, 1:], self.temperature)
+            if spec.entropy_coef > 0:
+                entropy = entropy_from_logits(logits, self.temperature)
+            else:  # logged only: no graph
+                with torch.no_grad():
+                    entropy = entropy_from_logits(logits.detach(), self.temperature)
+            ref = None
+            if self.reference is not None:
+                t_ref = time.perf_counter()
+                ref = self._logprobs_of(self.reference, mb.input_ids)
+                ref_seconds += time.perf_counter() - t_ref
+            loss, metrics = grpo_loss(spec, logprobs, mb.old_logprobs, mb.advantages, mb.loss_mask,
+                                      batch.normaliser, ref_logprobs=ref, rollout_logprobs=mb.rollout_logprobs,
+                                      entropy=entropy)
+            if mb.rollout_logprobs is not None:
+                # Trainer vs engine on the same tokens: ~0 for old == rollout weights; drift means a sync bug
+                # or numerics worth a TIS correction.
+                diff = (logprobs.detach() - mb.rollout_logprobs).abs()
+                metrics["rollout_logprob_diff"] = float(diff.masked_fill(~mb.loss_mask, 0).sum()) / max(
+                    1, int(mb.loss_mask.sum()))
+            engine.backward(loss * self.world_size)
+            engine.step()
+            weight = metrics.pop("tokens")
+            tokens += int(weight)
+            loss_sum += float(loss.detach())
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value * weight
+        self.step += 1
+        extra = self._global_token_means(sums, tokens)
+        extra["ref_seconds"] = ref_seconds
+        if self.is_v3:
+            from actors.model import update_router_bias
+
+            extra.update(update_router_bias(engine.module, self.bias_speed))
+        return StepMetrics(step=self.step, loss=self._global_mean(loss_sum, 1), tokens=tokens,
+                           grad_norm=float(engine.get_global_grad_norm() or 0.0), lr=engine.get_lr()[0],
+                           seconds=time.perf_counter() - t0, extra=extra)
+
+    @torch.no_grad()
+    def logprobs(self, batch: RLBatch) -> list[torch.Tensor]:
+        """Target-aligned logprobs [B, L-1] of every micro-batch under the current weights (no update): the
+        behaviour policy's logprobs when a rollout batch is trained over several optimizer steps."""
+        self.engine.eval()
+        out = [self._logprobs_of(self.engine, mb.input_ids) for mb in batch.micro_batches]
+        self.engine.train()
+        return out
+
+    @torch.no_grad()
+    def _logprobs_of(self, model, input_ids: torch.Tensor) -> torch.Tensor:
+        from orchestrator.algorithms.losses import token_logprobs
+
+        return token_logprobs(model(input_ids=input_ids).logits[:, :-1], input_ids[:, 1:], self.temperature)
+
+    def _global_token_means(self, sums: dict[str, float], tokens: int) -> dict[str, float]:
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys] + [float(tokens)], dtype=torch.float64)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(totals)
+        count = max(1.0, float(totals[-1]))
+        return {k: float(v) / count for k, v in zip(keys, totals[:-1].tolist())} | {"tokens_global": float(totals[-1])}
 
     def _global_mean(self, local_sum: float, global_tokens: int) -> float:
         total = torch.tensor([local_sum], dtype=torch.float64)
@@ -219,6 +314,19 @@ class PolicyTrainer:
         if self.engine.zero_optimization_stage() == 3:
             return self.engine._zero3_consolidated_16bit_state_dict()
         return self.engine.module.state_dict()
+
+    def save_state(self, out_dir: str, client_state: dict | None = None) -> None:
+        """DeepSpeed checkpoint (weights, optimizer and scheduler state, per rank) for resuming a stage; every rank
+        must call this. ``client_state`` is stored with it (the stage's own progress)."""
+        self.engine.save_checkpoint(out_dir, tag="state", client_state={"step": self.step, **(client_state or {})})
+
+    def load_state(self, in_dir: str) -> dict:
+        """Restore what ``save_state`` wrote; returns its ``client_state``."""
+        _, client_state = self.engine.load_checkpoint(in_dir, tag="state")
+        if client_state is None:
+            raise FileNotFoundError(f"No trainer state under {in_dir}.")
+        self.step = client_state["step"]
+        return client_state
 
     def parameter_checksum(self) -> float:
         """Sum of all (gathered) parameters: cheap evidence that ranks agree and that training moved weights."""

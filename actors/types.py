@@ -66,3 +66,35 @@ class StepMetrics:
     tokens: int
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RLMicroBatch:
+    """One forward/backward of GRPO on one rank. Per-token tensors are target-aligned: column t belongs to
+    token ``input_ids[:, t + 1]`` predicted from the prefix up to t, so they have L - 1 columns."""
+
+    input_ids: torch.Tensor
+    """[B, L] int64, prompt then response, right-padded."""
+    loss_mask: torch.Tensor
+    """[B, L-1] bool, True where the target is a trained response token."""
+    advantages: torch.Tensor
+    """[B] float32, one per sequence (group-relative)."""
+    old_logprobs: torch.Tensor | None = None
+    """[B, L-1] behaviour-policy logprobs from the trainer before this batch's first update; None when the
+    batch is trained in one optimizer step (then old = current, detached)."""
+    rollout_logprobs: torch.Tensor | None = None
+    """[B, L-1] the rollout engine's logprobs of the sampled tokens (0 off the mask)."""
+
+
+@dataclass(slots=True)
+class RLBatch:
+    """One rank's share of one optimizer step (or, for ``PolicyTrainer.logprobs``, of a scoring pass).
+
+    Every rank gets the same number of micro-batches (a rank with fewer sequences gets an empty one), because
+    under ZeRO-3 each forward is a collective."""
+
+    micro_batches: list[RLMicroBatch]
+    normaliser: float
+    """The loss denominator over the whole optimizer step on all ranks (``losses.loss_normaliser``)."""
+    sequence_index: list[list[int]] = field(default_factory=list)
+    """Per micro-batch, which sequence of the driver's list each row is (-1 for filler rows)."""

@@ -20,6 +20,8 @@ def stage_actors(stage, spec: PipelineSpec) -> dict[str, object]:
             roles["rollout"] = spec.cluster.rollout
     elif stage.kind == "eval":
         roles["rollout"] = spec.cluster.rollout
+    elif stage.kind == "rl":
+        roles = {"rollout": spec.cluster.rollout, "trainer": spec.cluster.trainer, "reward": spec.cluster.reward}
     return roles
 
 

@@ -135,3 +135,12 @@ def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: dict) -> Act
     threads = res.threads or max(1, int(res.cpus))
     return spawn_group("rollout", RolloutWorker, res, cluster,
                        lambda rank: ((engine,), {"threads": threads, "device": device}))
+
+
+def spawn_rewards(res: RoleResources, cluster: ClusterSpec, specs: list[dict], deadline_s: float) -> ActorGroup:
+    """RewardWorkers, each scoring with a pool of one process per whole CPU it reserves (at least one)."""
+    from actors.reward import RewardWorker
+
+    procs = max(1, int(res.cpus))
+    return spawn_group("reward", RewardWorker, res, cluster,
+                       lambda rank: ((specs,), {"num_procs": procs, "deadline_s": deadline_s}))

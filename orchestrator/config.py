@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+from orchestrator.algorithms.grpo import GRPOSpec
+from orchestrator.section import Section
+from rewards.config import RewardSpec, parse_specs
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -91,7 +91,7 @@ class ModelSpec(Section):
 # ---------------------------------------------------------------------------------------------- datasets
 class SyntheticSpec(Section):
     task: Literal["arithmetic"] = "arithmetic"
-    split: Literal["sft", "rl", "eval"]
+    split: Literal["sft", "rl", "dev", "eval"]
     size: int = Field(ge=1)
     seed: int = 0
     digits: int = Field(2, ge=1, le=6)
@@ -145,12 +145,9 @@ class EarlyStopping(Section):
     limit: int | None = Field(None, ge=1)
 
 
-class TrainSpec(Section):
-    """One optimizer step consumes ``batch_size`` sequences, split over data-parallel ranks and micro-batches."""
+class TrainerSpec(Section):
+    """How the PolicyTrainer ranks optimise: micro-batching, ZeRO stage, precision, optimizer."""
 
-    epochs: float | None = Field(None, gt=0)
-    steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
     micro_batch_size: int = Field(8, ge=1)
     max_seq_len: int = Field(512, ge=8)
     zero_stage: Literal[0, 1, 2, 3] = 2
@@ -159,6 +156,14 @@ class TrainSpec(Section):
     seed: int = 0
     router_bias_update_speed: float = Field(
         1e-3, ge=0, description="DeepSeek-V3 MoE: auxiliary-loss-free balancing speed (gamma); 0 freezes the bias")
+
+
+class TrainSpec(TrainerSpec):
+    """SFT: one optimizer step consumes ``batch_size`` sequences, split over data-parallel ranks and micro-batches."""
+
+    epochs: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:
@@ -184,8 +189,63 @@ class EvalStage(Section):
     eval: EvalSpec
 
 
-Stage = Annotated[Union[SFTStage, EvalStage], Field(discriminator="kind")]
-PRODUCES_CHECKPOINT = {"sft"}
+class RLSamplingSpec(Section):
+    """How rollouts are sampled during RL (evaluation has its own settings)."""
+
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1, description="generation budget per completion")
+
+
+class PeriodicEval(Section):
+    """A cheaper held-out evaluation every ``every_steps`` steps, for the learning curve in metrics.jsonl."""
+
+    every_steps: int = Field(ge=1)
+    data: RefField
+    limit: int | None = Field(200, ge=1)
+
+
+class RLStage(Section):
+    """GRPO on a prompt set: every step samples ``grpo.n`` completions for each of ``prompts_per_step`` prompts,
+    scores them with ``rewards``, trains on group-relative advantages and syncs the new weights to the rollout
+    workers. See orchestrator/stages/rl.py."""
+
+    kind: Literal["rl"]
+    name: str
+    model: RefField
+    data: list[RefField] = Field(min_length=1, description="prompt rows (prompt or messages, answer, domain, ...)")
+    rewards: list[RewardSpec] = Field(min_length=1)
+    pass_reward: str | None = Field(
+        None, description="the reward component whose score 1 means solved (pass rate); default: the first")
+    steps: int = Field(ge=1)
+    prompts_per_step: int = Field(16, ge=1)
+    grpo: GRPOSpec = GRPOSpec()
+    sampling: RLSamplingSpec = RLSamplingSpec()
+    train: TrainerSpec = TrainerSpec()
+    reward_deadline_s: float = Field(30.0, gt=0, description="hard wall-clock limit per sample")
+    sync_every: int = Field(1, ge=1, description="push weights to the rollout workers every k optimizer steps")
+    sync_bucket_mb: float = Field(64.0, gt=0)
+    checkpoint_every: int | None = Field(None, ge=1, description="HF checkpoint + trainer state every k steps")
+    dev_eval: PeriodicEval | None = None
+    eval: EvalSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RLStage:
+        components = [spec.component for spec in parse_specs(self.rewards)]  # raises on duplicate names
+        if self.pass_reward is not None and self.pass_reward not in components:
+            raise ValueError(f"pass_reward {self.pass_reward!r} is not one of the rewards: {', '.join(components)}")
+        if self.grpo.mini_batches > self.prompts_per_step:
+            raise ValueError(f"grpo.mini_batches ({self.grpo.mini_batches}) cannot exceed prompts_per_step "
+                             f"({self.prompts_per_step}): mini-batches hold whole prompt groups")
+        return self
+
+    @property
+    def pass_component(self) -> str:
+        return self.pass_reward or self.rewards[0].component
+
+
+Stage = Annotated[Union[SFTStage, EvalStage, RLStage], Field(discriminator="kind")]
+PRODUCES_CHECKPOINT = {"sft", "rl"}
 PRODUCES_DATA: set[str] = set()
 
 
@@ -264,10 +324,11 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
             check(stage["model"], loc + ("model",), models, "model", PRODUCES_CHECKPOINT, "a checkpoint")
         for j, ref in enumerate(stage.get("data") if isinstance(stage.get("data"), list) else []):
             check(ref, loc + ("data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
-        for block in ("eval", "early_stopping"):
+        for block in ("eval", "early_stopping", "dev_eval"):
             if isinstance(stage.get(block), dict) and "data" in stage[block]:
                 check(stage[block]["data"], loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
-        problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
+        if stage.get("kind") == "sft":  # RL batches are sized by prompts_per_step x grpo.n, split as they come
+            problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
         if isinstance(stage.get("name"), str):
             kinds[stage["name"]] = str(stage.get("kind"))
     return problems

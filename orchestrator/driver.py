@@ -11,12 +11,12 @@ from orchestrator import cluster
 from orchestrator.config import PipelineSpec
 from orchestrator.report import RunDir, fingerprint
 from orchestrator.stages import eval as eval_stage
-from orchestrator.stages import sft
+from orchestrator.stages import rl, sft
 from orchestrator.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
-STAGES = {"sft": sft.run, "eval": eval_stage.run}
+STAGES = {"sft": sft.run, "rl": rl.run, "eval": eval_stage.run}
 
 
 class StageFailed(RuntimeError):

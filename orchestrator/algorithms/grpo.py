@@ -34,7 +34,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from orchestrator.algorithms.losses import KLEstimator, LossAgg, policy_loss
-from orchestrator.config import Section
+from orchestrator.section import Section
 
 AdvantageFn = Callable[[Tensor, Tensor, float], Tensor]
 

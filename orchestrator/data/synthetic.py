@@ -2,9 +2,10 @@
 
 Every problem is generated from a seed, so a split is the same on every machine. The SFT split carries a
 worked chain of thought in the R1 template (``<think>…</think><answer>…</answer>``); the RL and eval splits
-carry only the prompt and the gold answer. The eval split is held out by construction: a problem belongs to
-it iff a hash of its prompt falls in the eval bucket (1 in 10), and the SFT and RL splits skip that bucket,
-whatever their sizes and seeds.
+carry only the prompt and the gold answer. The eval and dev splits are held out by construction: a problem
+belongs to one of them iff a hash of its prompt falls in its bucket (1 in 10 each), and the SFT and RL splits
+skip both buckets, whatever their sizes and seeds. Dev is for model selection (early stopping, learning
+curves), eval for the reported score, so selecting on dev never leaks into the reported number.
 
 The chain of thought is digit by digit (column addition with carries, column subtraction with borrows,
 long multiplication by a one-digit factor, gcd reduction for fractions): a model of a million parameters
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
 
-SPLIT_OFFSETS = {"sft": 0, "rl": 1_000_003, "eval": 2_000_003}
+SPLIT_OFFSETS = {"sft": 0, "rl": 1_000_003, "eval": 2_000_003, "dev": 3_000_017}
+_BUCKETS = {"eval": 0, "dev": 1}  # hash buckets (of 10) reserved for the held-out splits
 OPS = ("add", "sub", "mul", "frac", "share")
 
 _NAMES = ["Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lea", "Max", "Nia"]
@@ -134,15 +136,21 @@ def generate_problem(rng: random.Random, digits: int = 2, ops: tuple[str, ...] =
     raise ValueError(f"Unknown arithmetic operation {op!r}; choose from {', '.join(OPS)}.")
 
 
+def held_out_split(prompt: str) -> str | None:
+    """"eval" or "dev" for the held-out buckets (one prompt in ten each, by a hash that does not depend on any
+    seed), None for prompts the training splits may use."""
+    bucket = int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16) % 10
+    return next((split for split, b in _BUCKETS.items() if b == bucket), None)
+
+
 def is_held_out(prompt: str) -> bool:
-    """True for the eval bucket: one prompt in ten, chosen by a hash that does not depend on any seed."""
-    return int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16) % 10 == 0
+    return held_out_split(prompt) is not None
 
 
 def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple[str, ...] = OPS) -> list[dict]:
     """Rows of one split. ``sft`` rows carry ``response``; all rows carry ``prompt``, ``answer``, ``domain``.
 
-    Duplicated prompts are skipped within a split; the eval split and the others never share a prompt.
+    Duplicated prompts are skipped within a split; no two of eval, dev and the training splits share a prompt.
     """
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"Unknown split {split!r}; choose from {', '.join(SPLIT_OFFSETS)}.")
@@ -156,7 +164,7 @@ def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple
             raise ValueError(f"Only {len(rows)} distinct problems exist for digits={digits}, ops={ops}; "
                              f"ask for fewer than {size} or widen the task.")
         p = generate_problem(rng, digits, ops)
-        if p.prompt in seen or is_held_out(p.prompt) != (split == "eval"):
+        if p.prompt in seen or held_out_split(p.prompt) != (split if split in _BUCKETS else None):
             continue
         seen.add(p.prompt)
         row = {"id": f"{split}-{seed}-{len(rows)}", "prompt": p.prompt, "answer": p.answer,

@@ -21,9 +21,10 @@ def test_splits_are_deterministic_and_eval_is_held_out():
     assert a == b
     assert make_split("sft", 50, seed=4) != make_split("sft", 50, seed=3)
     eval_prompts = {r["prompt"] for r in make_split("eval", 500)}
+    dev_prompts = {r["prompt"] for r in make_split("dev", 500)}
     train_prompts = {r["prompt"] for r in a} | {r["prompt"] for r in make_split("rl", 500)}
-    assert not eval_prompts & train_prompts
-    assert len(eval_prompts) == 500
+    assert not eval_prompts & train_prompts and not dev_prompts & train_prompts and not eval_prompts & dev_prompts
+    assert len(eval_prompts) == len(dev_prompts) == 500
 
 
 def test_chain_of_thought_is_correct_arithmetic():
