@@ -97,9 +97,13 @@ class RolloutWorker:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        # vLLM 0.32's CPU runner fails ("CPU Generator does not use offset") when a request with its own seed
+        # is caught mid chunked-prefill, so on CPU sampling draws from the engine's generator, seeded once by
+        # `rollout.seed`: the same requests in the same order still give the same samples.
+        seed = sampling.seed if self.device != "cpu" else None
         params = SamplingParams(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, seed=sampling.seed,
+            max_tokens=sampling.max_tokens, seed=seed,
             logprobs=0 if sampling.logprobs else None, stop_token_ids=sampling.stop_token_ids or None,
         )
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)

@@ -33,6 +33,7 @@ old head's repacked copy, so the served model would mix old and new weights; ``u
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 
@@ -110,6 +111,7 @@ class VllmWeightReceiver:
                 f"In-memory weight sync refuses this MoE model: moe_intermediate_size={moe_width} is not a "
                 "multiple of 32, so vLLM CPU pads its experts and padded experts do not reload exactly. Save the "
                 "weights with save_hf and call RolloutWorker.load(path) instead.")
+        _quiet_rotary_warning()
         initialize_layerwise_reload(self.model_runner.get_model())
 
     def weight_sync_load(self, bucket: Bucket) -> int:
@@ -127,6 +129,21 @@ class VllmWeightReceiver:
         runner.reset_lora_state()
         runner.reset_encoder_cache()
         runner.reset_mm_cache()
+
+
+class _RotaryFilter(logging.Filter):
+    """Rotary embeddings have cache buffers but no checkpoint weights, so vLLM's layerwise reload warns
+    "<X>RotaryEmbedding: Failed to load weights" on every sync and puts the (unchanged) caches back. Expected
+    here; any other layer's warning still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RotaryEmbedding: Failed to load weights" not in record.getMessage()
+
+
+def _quiet_rotary_warning() -> None:
+    logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _RotaryFilter) for f in logger.filters):
+        logger.addFilter(_RotaryFilter())
 
 
 def _refresh_moe_kernels(model: torch.nn.Module) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,15 @@ def fingerprint(obj: Any) -> str:
 
 
 class MetricsLog:
-    """Appends one JSON line per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+    """Appends one JSON line per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
-    def __init__(self, path: Path, tb_dir: Path | None = None):
+    ``fresh``: drop what an earlier attempt of the same stage logged (a stage that runs again starts over)."""
+
+    def __init__(self, path: Path, tb_dir: Path | None = None, fresh: bool = False):
         self.path = path
-        self.file = path.open("a")
+        if fresh and tb_dir is not None:
+            shutil.rmtree(tb_dir, ignore_errors=True)
+        self.file = path.open("w" if fresh else "a")
         self.tb = None
         if tb_dir is not None:
             try:

@@ -29,7 +29,8 @@ class StageContext:
         self.cluster: ClusterSpec = spec.cluster
         self.engine: dict = spec.rollout.model_dump()
         self.seed = spec.seed
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage_name)
+        # A stage that runs starts over (resuming mid-stage is not implemented yet): stale metrics go.
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage_name, fresh=True)
 
     # ------------------------------------------------------------------ references
     def dataset_path(self, ref: Ref) -> Path:

@@ -91,6 +91,8 @@ class Group:
 @dataclass
 class StepBatch:
     groups: list[Group]
+    all_groups: list[Group] = field(default_factory=list)
+    """Every group generated for this step, before dynamic sampling kept some (== groups without it)."""
     drawn: int = 0
     rounds: int = 0
     exhausted: bool = False
@@ -188,6 +190,7 @@ class _Loop:
         self.tokenizer, self.sampler = tokenizer, sampler
         self.version = 0          # optimizer steps taken = the trainer's policy version
         self.served_version = 0   # the version the rollout workers serve
+        self.trained_tokens = 0   # prompt + response tokens in the last step's batch
         model_path = ctx.model_path(stage.model)
         self.sync_mode = "in_memory" if supports_in_memory_sync(model_path) else "checkpoint"
         self.sampling = SamplingSpec(n=stage.grpo.n, temperature=stage.sampling.temperature,
@@ -247,7 +250,7 @@ class _Loop:
             kept = len(set(ids[keep].tolist()))
             nxt = refill(kept, target, batch.drawn, batch.rounds, spec.max_refill_rounds)
             if nxt.draw == 0:
-                batch.exhausted = nxt.exhausted
+                batch.exhausted, batch.all_groups = nxt.exhausted, list(batch.groups)
                 chosen = set(ids[select_groups(keep, ids, target)].tolist())
                 if not chosen:  # no contrast anywhere within the cap: train on what there is (zero advantage)
                     chosen = set(range(min(target, len(batch.groups))))
@@ -306,6 +309,8 @@ class _Loop:
     def _train(self, batch: StepBatch, step: int) -> list:
         spec, train = self.spec, self.stage.train
         rewards, ids = self._flat_rewards(batch.groups)
+        # Old logprobs: with one optimizer step per batch the behaviour policy is the current one, so the loss
+        # uses the current logprobs, detached (ratio 1) -- a recompute pass would return the same numbers.
         advantages = compute_advantages(rewards, ids, spec.advantage)
         seqs = []
         for rollout, adv in zip((r for g in batch.groups for r in g.rollouts), advantages.tolist()):
@@ -334,7 +339,7 @@ class _Loop:
             self.version += 1
         batch.seconds["logprob"] += sum(r.extra.get("ref_seconds", 0.0) for r in results)
         batch.seconds["train"] -= sum(r.extra.get("ref_seconds", 0.0) for r in results)
-        self._trained_tokens = sum(len(s.ids) for s in seqs)
+        self.trained_tokens = sum(len(s.ids) for s in seqs)
         return results
 
     def _sync(self) -> None:
@@ -383,6 +388,10 @@ class _Loop:
             "refill_exhausted": batch.exhausted, "reward_errors": batch.reward_errors,
             "reward_timeouts": batch.reward_timeouts,
         }
+        if batch.all_groups:  # dynamic sampling: the trained groups are a biased subset; these are all draws
+            drawn = [(x, c) for g in batch.all_groups for x, c in zip(g.rewards, g.components)]
+            record["drawn_reward_mean"] = _mean(x for x, _ in drawn)
+            record["drawn_pass_rate"] = _mean(c.get(self.stage.pass_component, 0.0) >= 1.0 for _, c in drawn)
         by_component: dict[str, list[float]] = defaultdict(list)
         for _, _, c in samples:
             for name, value in c.items():
@@ -404,7 +413,7 @@ class _Loop:
         record["step_s"] = round(seconds, 3)
         record["overhead_s"] = round(seconds - sum(batch.seconds.values()), 3)
         record["generate_tokens_per_s"] = round(batch.generated_tokens / max(batch.seconds["generate"], 1e-9), 1)
-        record["train_tokens_per_s"] = round(getattr(self, "_trained_tokens", 0) / max(batch.seconds["train"], 1e-9), 1)
+        record["train_tokens_per_s"] = round(self.trained_tokens / max(batch.seconds["train"], 1e-9), 1)
         record["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         return record
 

@@ -27,13 +27,31 @@ def _run(args: list[str], timeout: float, env: dict | None = None) -> subprocess
 def _check_smoke_summary(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["pipeline"] == "smoke" and summary["status"] == "succeeded"
-    assert [s["name"] for s in summary["stages"]] == ["cold_start", "final_eval"]
+    assert [s["name"] for s in summary["stages"]] == ["cold_start", "reasoning_rl", "final_eval"]
     for stage in summary["stages"]:
         assert SUMMARY_KEYS <= stage.keys() and stage["status"] == "succeeded"
         assert 0.0 <= stage["eval"]["pass@1"] <= 1.0
-    assert summary["stages"][1]["eval"]["samples_per_problem"] == 4 and "cons@4" in summary["stages"][1]["eval"]
-    assert (run_dir / summary["stages"][0]["artifacts"]["checkpoint"] / "model.safetensors").exists()
+    assert summary["stages"][2]["eval"]["samples_per_problem"] == 4 and "cons@4" in summary["stages"][2]["eval"]
+    for stage in summary["stages"][:2]:
+        assert (run_dir / stage["artifacts"]["checkpoint"] / "model.safetensors").exists()
     return summary
+
+
+def _check_smoke_rl(run_dir: Path) -> None:
+    """The RL stage ran its steps through every phase, synced weights and checkpointed mid-stage."""
+    steps = [json.loads(line) for line in (run_dir / "reasoning_rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert steps[-1]["policy_version"] >= 3  # two mini-batches per step, minus any with nothing to train
+    for r in steps:
+        assert r["groups"] >= 1 and r["generate_s"] > 0 and r["reward_s"] > 0 and r["train_s"] > 0
+        assert r["sync_s"] > 0 and r["logprob_s"] > 0  # two mini-batches: old logprobs are recomputed
+        assert r["policy_version_lag"] == 0.0 and "kl" in r and "entropy" in r and "clip_frac" in r
+        assert {"reward/math_mean", "reward/format_mean", "drawn_pass_rate"} <= r.keys()  # dynamic sampling on
+    metrics = json.loads((run_dir / "reasoning_rl" / "status.json").read_text())["metrics"]
+    assert metrics["weight_sync"] == "in_memory" and [d["step"] for d in metrics["dev_curve"]] == [0, 2, 3]
+    step2 = run_dir / "reasoning_rl" / "checkpoints" / "step-2"
+    assert (step2 / "hf" / "model.safetensors").exists() and (step2 / "trainer").is_dir()
+    assert json.loads((step2 / "progress.json").read_text())["step"] == 2
 
 
 def test_smoke_pipeline_runs_then_skips_finished_stages(tmp_path):
@@ -43,6 +61,7 @@ def test_smoke_pipeline_runs_then_skips_finished_stages(tmp_path):
     first = _run(cmd, timeout=600)
     assert first.returncode == 0, first.stderr[-4000:]
     summary = _check_smoke_summary(run_dir)
+    _check_smoke_rl(run_dir)
     steps = [json.loads(line) for line in (run_dir / "cold_start" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in steps if "loss" in r]
     assert len(losses) == 12 and losses[-1] < losses[0]
@@ -55,7 +74,7 @@ def test_smoke_pipeline_runs_then_skips_finished_stages(tmp_path):
     again = _run(cmd, timeout=120)
     assert again.returncode == 0, again.stderr[-4000:]
     assert time.perf_counter() - t0 < 30, "re-running a finished pipeline should not start any work"
-    assert "cold_start: already finished" in again.stderr and "final_eval: already finished" in again.stderr
+    assert all(f"{name}: already finished" in again.stderr for name in ("cold_start", "reasoning_rl", "final_eval"))
     assert status.stat().st_mtime_ns == stamp
     assert json.loads((run_dir / "summary.json").read_text()) == summary
 

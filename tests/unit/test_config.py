@@ -117,3 +117,41 @@ def test_cli_validate_exit_codes(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(ROOT / "pipelines/smoke.yaml")],
                         cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+RL = GOOD + """\
+  - name: s3
+    kind: rl
+    model: {from: s1}
+    data: [a]
+    rewards:
+      - {name: math}
+      - {name: format, weight: 0.1}
+    steps: 5
+    prompts_per_step: 4
+    grpo: {n: 4, mini_batches: 2, kl_coef: 0.05}
+    dev_eval: {every_steps: 2, data: e}
+"""
+
+
+def test_rl_stage_parses_and_plans_all_three_roles():
+    spec = parse_pipeline(RL)
+    rl = spec.stages[2]
+    assert rl.kind == "rl" and rl.grpo.kl_coef == 0.05 and rl.pass_component == "math"
+    assert [r.component for r in rl.rewards] == ["math", "format"]
+    text = plan(spec)
+    assert "3. s3 (rl)" in text and "RewardWorker" in text and "asks the cluster for 2.5 CPU" in text
+
+
+def test_rl_stage_mistakes_name_their_line():
+    [msg] = problems(RL.replace("{name: format, weight: 0.1}", "{name: formatt, weight: 0.1}"))
+    assert msg.startswith("p.yaml:24: stages[2].rewards[1]: ")
+    assert "Unknown reward name 'formatt'" in msg
+    [msg] = problems(RL.replace("grpo: {n: 4, mini_batches: 2", "grpo: {n: 4, mini_batches: 9"))
+    assert msg.startswith("p.yaml:") and "mini_batches (9) cannot exceed prompts_per_step (4)" in msg
+    [msg] = problems(RL.replace("grpo: {n: 4,", "grpo: {n: 1,"))
+    assert msg.startswith("p.yaml:27: stages[2].grpo.n:")
+    [msg] = problems(RL.replace("    steps: 5\n", "    steps: 5\n    pass_reward: code\n"))
+    assert "pass_reward 'code' is not one of the rewards: math, format" in msg
+    [msg] = problems(RL.replace("every_steps: 2, data: e}", "every_steps: 2, data: nope}"))
+    assert msg.startswith("p.yaml:28: stages[2].dev_eval.data: unknown dataset 'nope'")
