@@ -46,6 +46,20 @@ class InPlaceSyncUnsupported(RuntimeError):
     """The served model cannot take an in-memory weight update exactly; load a saved checkpoint instead."""
 
 
+def in_memory_sync_problem(config: dict) -> str | None:
+    """Why vLLM cannot take this model's weights in place exactly (a sentence), or None when it can.
+
+    ``config`` is the model's config.json as a dict."""
+    if config.get("tie_word_embeddings", False):
+        return ("models with tied embeddings: vLLM CPU keeps the old lm_head's repacked copy, so the served model "
+                "would mix old and new weights.")
+    width = config.get("moe_intermediate_size")
+    if config.get("n_routed_experts") and width and width % 32:
+        return (f"this MoE model: moe_intermediate_size={width} is not a multiple of 32, so vLLM CPU pads its "
+                "experts and padded experts do not reload exactly.")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- trainer side
 def buckets_of(named: Iterable[tuple[str, torch.Tensor]], bucket_mb: float) -> Iterator[Bucket]:
     """Group (name, tensor) pairs, in order, into buckets of at most ``bucket_mb`` MB (a larger tensor goes alone).
@@ -99,18 +113,10 @@ class VllmWeightReceiver:
     def weight_sync_begin(self) -> None:
         from vllm.model_executor.model_loader.reload.layerwise import initialize_layerwise_reload
 
-        hf_config = self.model_runner.vllm_config.model_config.hf_config
-        if getattr(hf_config, "tie_word_embeddings", False):
-            raise InPlaceSyncUnsupported(
-                "In-memory weight sync refuses models with tied embeddings: vLLM CPU keeps the old lm_head's "
-                "repacked copy, so the served model would mix old and new weights. Save the weights with "
-                "save_hf and call RolloutWorker.load(path) instead.")
-        moe_width = getattr(hf_config, "moe_intermediate_size", None)
-        if getattr(hf_config, "n_routed_experts", None) and moe_width and moe_width % 32:
-            raise InPlaceSyncUnsupported(
-                f"In-memory weight sync refuses this MoE model: moe_intermediate_size={moe_width} is not a "
-                "multiple of 32, so vLLM CPU pads its experts and padded experts do not reload exactly. Save the "
-                "weights with save_hf and call RolloutWorker.load(path) instead.")
+        problem = in_memory_sync_problem(self.model_runner.vllm_config.model_config.hf_config.to_dict())
+        if problem:
+            raise InPlaceSyncUnsupported(f"In-memory weight sync refuses {problem} Save the weights with save_hf "
+                                         "and call RolloutWorker.load(path) instead.")
         _quiet_rotary_warning()
         initialize_layerwise_reload(self.model_runner.get_model())
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from actors.reward import RewardScores
 from actors.types import Rollout, SamplingSpec
-from actors.weight_sync import sync_weights
+from actors.weight_sync import in_memory_sync_problem, sync_weights
 from orchestrator.algorithms.grpo import compute_advantages
 from orchestrator.algorithms.packing import TrainSequence, shard, unshard
 from orchestrator.algorithms.sampling import filter_groups, refill, select_groups, split_minibatches
@@ -175,11 +175,7 @@ def _prompt_rows(stage: RLStage, ctx: StageContext, tokenizer) -> list[dict]:
 def supports_in_memory_sync(model_path: Path) -> bool:
     """Whether vLLM can take this model's weights in place exactly (see actors/weight_sync.py); otherwise the
     stage syncs through a checkpoint on disk."""
-    config = json.loads((Path(model_path) / "config.json").read_text())
-    if config.get("tie_word_embeddings", False):
-        return False
-    width = config.get("moe_intermediate_size")
-    return not (config.get("n_routed_experts") and width and width % 32)
+    return in_memory_sync_problem(json.loads((Path(model_path) / "config.json").read_text())) is None
 
 
 class _Loop:
