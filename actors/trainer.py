@@ -272,10 +272,7 @@ class PolicyTrainer:
         from transformers import AutoTokenizer
 
         module = self.engine.module
-        if self.engine.zero_optimization_stage() == 3:
-            state = self.engine._zero3_consolidated_16bit_state_dict()
-        else:
-            state = module.state_dict()
+        state = self._full_state_dict()
         if self.rank != 0:
             return None
         out = Path(out_dir)
@@ -311,6 +308,7 @@ class PolicyTrainer:
         return [ray.put(bucket) for bucket in buckets_of(state.items(), bucket_mb)]
 
     def _full_state_dict(self) -> dict:
+        """The whole model's state on rank 0 (ZeRO-3 gathers the shards: a collective every rank joins)."""
         if self.engine.zero_optimization_stage() == 3:
             return self.engine._zero3_consolidated_16bit_state_dict()
         return self.engine.module.state_dict()

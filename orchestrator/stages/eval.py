@@ -19,10 +19,15 @@ from rewards.registry import get_reward
 log = logging.getLogger(__name__)
 
 
+def even_bounds(n: int, parts: int) -> list[int]:
+    """Cut points splitting n items into ``parts`` contiguous runs whose sizes differ by at most one."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
 def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: SamplingSpec) -> list[Rollout]:
     """Split prompts evenly over the rollout workers; results come back in prompt order."""
     k = len(rollout.actors)
-    bounds = [len(prompts) * i // k for i in range(k + 1)]
+    bounds = even_bounds(len(prompts), k)
     parts = rollout.call_each("generate", [(prompts[bounds[i]:bounds[i + 1]], sampling) for i in range(k)])
     out: list[Rollout] = []
     for i, part in enumerate(parts):

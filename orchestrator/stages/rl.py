@@ -41,7 +41,7 @@ from orchestrator.cluster import ActorGroup, spawn_rewards, spawn_rollout, spawn
 from orchestrator.config import RLStage
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.eval import evaluate, generate_sharded
+from orchestrator.stages.eval import evaluate, even_bounds, generate_sharded
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
                              stage.train.micro_batch_size, 1,
                              rl={"grpo": stage.grpo.model_dump(), "temperature": stage.sampling.temperature})[0]
         rollout.call("load", str(model_path), 0)
-        loop = _Loop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed))
+        loop = _Loop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
+                     supports_in_memory_sync(model_path))
         summary = loop.run()
         final = ctx.dir / "checkpoint"
         trainers.call("save_hf", str(final))
@@ -180,15 +181,14 @@ def supports_in_memory_sync(model_path: Path) -> bool:
 
 class _Loop:
     def __init__(self, stage: RLStage, ctx: StageContext, trainers: ActorGroup, rollout: ActorGroup,
-                 rewards: ActorGroup, tokenizer, sampler: PromptSampler):
+                 rewards: ActorGroup, tokenizer, sampler: PromptSampler, in_memory_sync: bool):
         self.stage, self.ctx, self.spec = stage, ctx, stage.grpo
         self.trainers, self.rollout, self.rewards = trainers, rollout, rewards
         self.tokenizer, self.sampler = tokenizer, sampler
         self.version = 0          # optimizer steps taken = the trainer's policy version
         self.served_version = 0   # the version the rollout workers serve
         self.trained_tokens = 0   # prompt + response tokens in the last step's batch
-        model_path = ctx.model_path(stage.model)
-        self.sync_mode = "in_memory" if supports_in_memory_sync(model_path) else "checkpoint"
+        self.sync_mode = "in_memory" if in_memory_sync else "checkpoint"
         self.sampling = SamplingSpec(n=stage.grpo.n, temperature=stage.sampling.temperature,
                                      top_p=stage.sampling.top_p, max_tokens=stage.sampling.max_tokens,
                                      seed=None, logprobs=True, stop_token_ids=[tokenizer.eos_token_id])
@@ -283,7 +283,7 @@ class _Loop:
     def _score(self, completions: list[str], samples: list[dict]) -> RewardScores:
         """Split the batch evenly over the reward workers; results come back in order."""
         workers = len(self.rewards.actors)
-        bounds = [len(samples) * i // workers for i in range(workers + 1)]
+        bounds = even_bounds(len(samples), workers)
         parts = self.rewards.call_each("score", [(completions[bounds[i]:bounds[i + 1]], samples[bounds[i]:bounds[i + 1]])
                                                  for i in range(workers)])
         merged = RewardScores()
