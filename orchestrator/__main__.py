@@ -1,4 +1,5 @@
-"""python -m orchestrator run PIPELINE.yaml [--run-dir DIR] [--address RAY_ADDRESS] | validate FILE | plan FILE"""
+"""python -m orchestrator run PIPELINE.yaml [--run-dir DIR] [--address RAY_ADDRESS] | validate FILE | plan FILE
+| report RUN_DIR"""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def stage_actors(stage, spec: PipelineSpec) -> dict[str, object]:
         roles["rollout"] = spec.cluster.rollout
     elif stage.kind == "rl":
         roles = {"rollout": spec.cluster.rollout, "trainer": spec.cluster.trainer, "reward": spec.cluster.reward}
+    elif stage.kind == "rejection_sampling":
+        roles = {"rollout": spec.cluster.rollout, "reward": spec.cluster.reward}
     return roles
 
 
@@ -43,6 +46,17 @@ def plan(spec: PipelineSpec) -> str:
     return "\n".join(lines)
 
 
+def report(run_dir: Path) -> int:
+    from orchestrator.run_report import write_report
+
+    try:
+        print(f"Report: {write_report(run_dir)}")
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("validate", "check a pipeline file and print every problem"),
                        ("plan", "print stages, actors and cluster resources without starting anything")):
         sub.add_parser(name, help=text).add_argument("pipeline")
+    sub.add_parser("report", help="write RUN_DIR/report.html from a run directory (whole or half-finished)"
+                   ).add_argument("run_dir")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report(Path(args.run_dir))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

@@ -90,12 +90,26 @@ class ModelSpec(Section):
 
 # ---------------------------------------------------------------------------------------------- datasets
 class SyntheticSpec(Section):
-    task: Literal["arithmetic"] = "arithmetic"
+    """A generated dataset: ``arithmetic`` word problems (orchestrator/data/synthetic.py; settings ``digits``,
+    ``ops``) or ``general`` instructions with checkable constraints (orchestrator/data/general.py; ``kinds``)."""
+
+    task: Literal["arithmetic", "general"] = "arithmetic"
     split: Literal["sft", "rl", "dev", "eval"]
     size: int = Field(ge=1)
     seed: int = 0
     digits: int = Field(2, ge=1, le=6)
     ops: list[Literal["add", "sub", "mul", "frac", "share"]] = ["add", "sub", "mul", "frac", "share"]
+    kinds: list[Literal["repeat", "reverse", "sort", "upper", "lower", "count", "exact_words", "start_end",
+                        "comma_list"]] | None = Field(None, min_length=1, description="general: default all kinds")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> SyntheticSpec:
+        own = {"arithmetic": {"digits", "ops"}, "general": {"kinds"}}
+        stray = sorted(f for task, fields in own.items() if task != self.task for f in fields & self.model_fields_set)
+        if stray:
+            raise ValueError(f"{', '.join(stray)} do not apply to task {self.task!r} "
+                             f"(it takes {', '.join(sorted(own[self.task]))})")
+        return self
 
 
 class DatasetSpec(Section):
@@ -122,6 +136,9 @@ class EvalSpec(Section):
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     n: int = Field(1, ge=1)
+    graders: dict[str, str] = Field(
+        {}, description="domain -> reward that grades it (a score of 1 is correct); defaults: math -> math, "
+                        "code -> code, general -> instruction")
 
 
 class OptimSpec(Section):
@@ -215,8 +232,9 @@ class RLStage(Section):
     model: RefField
     data: list[RefField] = Field(min_length=1, description="prompt rows (prompt or messages, answer, domain, ...)")
     rewards: list[RewardSpec] = Field(min_length=1)
-    pass_reward: str | None = Field(
-        None, description="the reward component whose score 1 means solved (pass rate); default: the first")
+    pass_reward: str | list[str] | None = Field(
+        None, description="the reward component(s) whose score 1 means solved (pass rate); with several (one "
+                          "per domain), a sample passes when those that apply to it score 1; default: the first")
     steps: int = Field(ge=1)
     prompts_per_step: int = Field(16, ge=1)
     grpo: GRPOSpec = GRPOSpec()
@@ -232,21 +250,85 @@ class RLStage(Section):
     @model_validator(mode="after")
     def _consistent(self) -> RLStage:
         components = [spec.component for spec in parse_specs(self.rewards)]  # raises on duplicate names
-        if self.pass_reward is not None and self.pass_reward not in components:
-            raise ValueError(f"pass_reward {self.pass_reward!r} is not one of the rewards: {', '.join(components)}")
+        unknown = [c for c in self.pass_components if c not in components]
+        if unknown:
+            raise ValueError(f"pass_reward {', '.join(map(repr, unknown))} is not one of the rewards: "
+                             f"{', '.join(components)}")
         if self.grpo.mini_batches > self.prompts_per_step:
             raise ValueError(f"grpo.mini_batches ({self.grpo.mini_batches}) cannot exceed prompts_per_step "
                              f"({self.prompts_per_step}): mini-batches hold whole prompt groups")
         return self
 
     @property
-    def pass_component(self) -> str:
-        return self.pass_reward or self.rewards[0].component
+    def pass_components(self) -> list[str]:
+        if self.pass_reward is None:
+            return [self.rewards[0].component]
+        return [self.pass_reward] if isinstance(self.pass_reward, str) else list(self.pass_reward)
+
+    def passed(self, components: dict[str, float]) -> bool:
+        """Solved: every pass component that applies to the sample (is in its scores) is 1, and one applies."""
+        scores = [components[c] for c in self.pass_components if c in components]
+        return bool(scores) and all(s >= 1.0 for s in scores)
 
 
-Stage = Annotated[Union[SFTStage, EvalStage, RLStage], Field(discriminator="kind")]
+class RSFilters(Section):
+    """Which sampled completions a rejection-sampling stage keeps. Rules run in this order and the first one
+    that rejects a sample names the reason in the stage's ``filter_report``."""
+
+    correct: list[str] = Field(
+        ["math", "code", "instruction"],
+        description="reward components that must score 1 wherever they apply (correct by the rule rewards)")
+    min_scores: dict[str, float] = Field(
+        {}, description="component -> minimum score, e.g. {format: 1.0, language: 0.95}; the reason is the name")
+    no_mixed_language: bool = Field(True, description="drop chains of thought that mix scripts")
+    drop_truncated: bool = Field(True, description="drop completions cut by the generation budget")
+    max_response_tokens: int | None = Field(None, ge=1)
+    no_code_blocks: bool = Field(True, description="drop fenced code blocks outside the code domain")
+    dedup: bool = Field(True, description="drop near-duplicates of a kept completion of the same prompt "
+                                          "(same text after lower-casing and collapsing whitespace)")
+    max_per_prompt: int = Field(2, ge=1, description="keep at most this many completions per prompt")
+
+
+class MixSpec(Section):
+    """Non-reasoning rows mixed into a curated set (R1 mixed ~200k of them into ~600k reasoning samples)."""
+
+    data: RefField
+    ratio: float = Field(gt=0, description="rows of this set per kept reasoning row (0.33 ~ R1's 200k:600k)")
+
+
+class RejectionSamplingStage(Section):
+    """Sample ``n`` completions per prompt from a checkpoint, keep the good ones (``filters``), mix in other
+    data, and write an SFT dataset (the stage's ``data`` artifact) with provenance per row."""
+
+    kind: Literal["rejection_sampling"]
+    name: str
+    model: RefField
+    data: list[RefField] = Field(min_length=1, description="prompt rows (prompt or messages, answer, domain, ...)")
+    prompts: int | None = Field(None, ge=1, description="use at most this many prompts (first ones)")
+    rewards: list[RewardSpec] = Field(min_length=1)
+    n: int = Field(4, ge=1, description="completions sampled per prompt")
+    sampling: RLSamplingSpec = RLSamplingSpec()
+    filters: RSFilters = RSFilters()
+    mix: list[MixSpec] = []
+    chunk_prompts: int = Field(512, ge=1, description="prompts per generation round (progress and memory)")
+    reward_deadline_s: float = Field(30.0, gt=0, description="hard wall-clock limit per sample")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RejectionSamplingStage:
+        components = [spec.component for spec in parse_specs(self.rewards)]
+        unknown = [c for c in self.filters.min_scores if c not in components]
+        if unknown:
+            raise ValueError(f"filters.min_scores names {', '.join(map(repr, unknown))}, which is not one of the "
+                             f"rewards: {', '.join(components)}")
+        if not set(self.filters.correct) & set(components):
+            raise ValueError(f"filters.correct ({', '.join(self.filters.correct)}) names none of the rewards "
+                             f"({', '.join(components)}): nothing would decide correctness")
+        return self
+
+
+Stage = Annotated[Union[SFTStage, EvalStage, RLStage, RejectionSamplingStage], Field(discriminator="kind")]
 PRODUCES_CHECKPOINT = {"sft", "rl"}
-PRODUCES_DATA: set[str] = set()
+PRODUCES_DATA = {"rejection_sampling"}
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -324,6 +406,9 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
             check(stage["model"], loc + ("model",), models, "model", PRODUCES_CHECKPOINT, "a checkpoint")
         for j, ref in enumerate(stage.get("data") if isinstance(stage.get("data"), list) else []):
             check(ref, loc + ("data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
+        for j, mix in enumerate(stage.get("mix") if isinstance(stage.get("mix"), list) else []):
+            if isinstance(mix, dict) and "data" in mix:
+                check(mix["data"], loc + ("mix", j, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
         for block in ("eval", "early_stopping", "dev_eval"):
             if isinstance(stage.get(block), dict) and "data" in stage[block]:
                 check(stage[block]["data"], loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")

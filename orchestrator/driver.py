@@ -11,12 +11,12 @@ from orchestrator import cluster
 from orchestrator.config import PipelineSpec
 from orchestrator.report import RunDir, fingerprint
 from orchestrator.stages import eval as eval_stage
-from orchestrator.stages import rl, sft
+from orchestrator.stages import rejection, rl, sft
 from orchestrator.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
-STAGES = {"sft": sft.run, "rl": rl.run, "eval": eval_stage.run}
+STAGES = {"sft": sft.run, "rl": rl.run, "eval": eval_stage.run, "rejection_sampling": rejection.run}
 
 
 class StageFailed(RuntimeError):
@@ -38,6 +38,23 @@ def stage_fingerprints(spec: PipelineSpec) -> dict[str, str]:
 
 
 def run_pipeline(spec: PipelineSpec, run_dir: Path, address: str | None = None, pipeline_text: str = "") -> dict:
+    """Run the stages that have not finished; at the end, succeeded or failed, write RUN_DIR/report.html."""
+    try:
+        return _run_stages(spec, run_dir, address, pipeline_text)
+    finally:
+        _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> None:
+    try:
+        from orchestrator.run_report import write_report
+
+        print(f"Report: {write_report(run_dir)}")
+    except Exception as e:  # noqa: BLE001 -- the report is a view of the run; it never fails the run
+        log.warning("could not write the run report in %s: %s", run_dir, e, exc_info=True)
+
+
+def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline_text: str) -> dict:
     run = RunDir(run_dir, spec.name)
     if pipeline_text:
         (run.root / "pipeline.yaml").write_text(pipeline_text)

@@ -8,79 +8,89 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 
-from actors.types import Rollout, SamplingSpec
+from actors.types import SamplingSpec
 from orchestrator.cluster import ActorGroup, spawn_rollout
 from orchestrator.config import EvalSpec, EvalStage
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
+from orchestrator.stages.fanout import by_prompt, generate_sharded
 from rewards.math_extract import extract_answer
 from rewards.registry import get_reward
 
 log = logging.getLogger(__name__)
 
 
-def even_bounds(n: int, parts: int) -> list[int]:
-    """Cut points splitting n items into ``parts`` contiguous runs whose sizes differ by at most one."""
-    return [n * i // parts for i in range(parts + 1)]
-
-
-def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: SamplingSpec) -> list[Rollout]:
-    """Split prompts evenly over the rollout workers; results come back in prompt order."""
-    k = len(rollout.actors)
-    bounds = even_bounds(len(prompts), k)
-    parts = rollout.call_each("generate", [(prompts[bounds[i]:bounds[i + 1]], sampling) for i in range(k)])
-    out: list[Rollout] = []
-    for i, part in enumerate(parts):
-        for r in part:
-            r.prompt_index += bounds[i]
-            out.append(r)
-    return out
+DEFAULT_GRADERS = {"math": "math", "code": "code", "general": "instruction"}
 
 
 def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | None = None, *,
              max_tokens: int = 256, temperature: float = 0.0, n: int = 1, seed: int = 0) -> dict:
     """Generate on ``rows`` with the model the workers serve now and score every sample.
 
-    Samples are graded by the ``math`` reward (sympy equivalence against the row's ``answer``). pass@1 is the
-    mean correctness over all samples (greedy when temperature is 0); cons@n is majority-vote correctness over
-    each prompt's n samples (only when n > 1).
+    Each sample is graded by its row's ``domain`` (``math`` when a row has none): the grader is a reward,
+    ``spec.graders[domain]`` (math: sympy equivalence with the row's ``answer``; code: the sandboxed tests;
+    general: the instruction checker), and a score of 1 counts as correct. pass@1 is the mean correctness over
+    all samples (greedy when temperature is 0, the sampled mean otherwise); cons@n is the correctness of each
+    prompt's majority answer over its n samples (only when n > 1).
     """
+    graders = dict(DEFAULT_GRADERS)
     if spec is not None:
         max_tokens, temperature, n = spec.max_tokens, spec.temperature, spec.n
         rows = rows[: spec.limit] if spec.limit else rows
+        graders.update(spec.graders)
+    domains = sorted({_domain(row) for row in rows})
+    missing = [d for d in domains if d not in graders]
+    if missing:
+        raise ValueError(f"No grader for domain(s) {', '.join(missing)}; set eval.graders "
+                         f"(domain -> reward name), e.g. {{{missing[0]}: math}}.")
+    grade = {d: get_reward(graders[d]) for d in domains}
     prompts = [encode_prompt(tokenizer, r) for r in rows]
     sampling = SamplingSpec(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False,
                             stop_token_ids=[tokenizer.eos_token_id])
     rollouts = generate_sharded(rollout, prompts, sampling)
-    math = get_reward("math")
-    by_prompt: dict[int, list[Rollout]] = defaultdict(list)
-    for r in rollouts:
-        by_prompt[r.prompt_index].append(r)
-    correct, lengths, votes_correct, truncated = [], [], [], 0
-    per_domain: dict[str, list[float]] = defaultdict(list)
+    groups = by_prompt(rollouts)
+    lengths, truncated = [], 0
+    correct: dict[str, list[float]] = defaultdict(list)
+    voted: dict[str, list[float]] = defaultdict(list)
     for i, row in enumerate(rows):
-        samples = by_prompt[i]
-        scores = [math(s.text, row).score for s in samples]
-        correct += scores
+        domain, samples = _domain(row), groups[i]
+        scores = [float(grade[domain](s.text, row).score >= 1.0) for s in samples]
+        correct[domain] += scores
         lengths += [len(s.response_ids) for s in samples]
         truncated += sum(s.finish_reason == "length" for s in samples)
-        per_domain[row.get("domain", "general")] += scores
         if n > 1:
-            answers = [a for a in (extract_answer(s.text).answer for s in samples) if a is not None]
-            top = Counter(answers).most_common(1)
-            votes_correct.append(float(bool(top) and math(f"<answer>{top[0][0]}</answer>", row).score == 1.0))
+            voted[domain].append(majority_correct([s.text for s in samples], scores))
+    everything = [x for d in domains for x in correct[d]]
     result = {
-        "pass@1": _mean(correct),
+        "pass@1": _mean(everything),
         "mean_response_tokens": _mean(lengths),
-        "truncated_fraction": truncated / max(1, len(rollouts)),
+        "truncated_fraction": round(truncated / max(1, len(rollouts)), 4),
         "problems": len(rows),
         "samples_per_problem": n,
+        "temperature": temperature,
     }
     if n > 1:
-        result[f"cons@{n}"] = _mean(votes_correct)
-    if len(per_domain) > 1:
-        result["per_domain"] = {d: {"pass@1": _mean(v), "samples": len(v)} for d, v in sorted(per_domain.items())}
+        result[f"cons@{n}"] = _mean([x for d in domains for x in voted[d]])
+    if len(domains) > 1:
+        result["per_domain"] = {d: {"pass@1": _mean(correct[d]), "problems": len(correct[d]) // max(1, n),
+                                    **({f"cons@{n}": _mean(voted[d])} if n > 1 else {})} for d in domains}
     return result
+
+
+def majority_correct(texts: list[str], scores: list[float]) -> float:
+    """Majority vote (cons@k): the most common extracted final answer wins (ties: the one seen first), and it is
+    correct when the samples that gave it were graded correct. Samples without an answer do not vote."""
+    answers = [extract_answer(t).answer for t in texts]
+    counts = Counter(a.strip() for a in answers if a is not None and a.strip())
+    if not counts:
+        return 0.0
+    top = counts.most_common(1)[0][0]
+    return next(s for a, s in zip(answers, scores) if a is not None and a.strip() == top)
+
+
+def _domain(row: dict) -> str:
+    domain = row.get("domain")
+    return domain if isinstance(domain, str) and domain else "math"
 
 
 def _mean(xs: list[float]) -> float:

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from actors.reward import RewardScores
 from actors.types import Rollout, SamplingSpec
 from actors.weight_sync import in_memory_sync_problem, sync_weights
 from orchestrator.algorithms.grpo import compute_advantages
@@ -41,7 +40,8 @@ from orchestrator.cluster import ActorGroup, spawn_rewards, spawn_rollout, spawn
 from orchestrator.config import RLStage
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.eval import evaluate, even_bounds, generate_sharded
+from orchestrator.stages.eval import evaluate
+from orchestrator.stages.fanout import by_prompt, generate_sharded, score_sharded
 
 log = logging.getLogger(__name__)
 
@@ -259,41 +259,24 @@ class _Loop:
         prompts = [row["_prompt_ids"] for row in rows]
         with _timed(batch.seconds, "generate"):
             rollouts = generate_sharded(self.rollout, prompts, self.sampling)
-        by_prompt: dict[int, list[Rollout]] = defaultdict(list)
-        for r in rollouts:
-            by_prompt[r.prompt_index].append(r)
+        grouped = by_prompt(rollouts)
         samples, completions = [], []
         for i, row in enumerate(rows):
-            for r in by_prompt[i]:
+            for r in grouped[i]:
                 completions.append(r.text)
                 samples.append({k: v for k, v in row.items() if k != "_prompt_ids"}
                                | {"response_length": len(r.response_ids), "finish_reason": r.finish_reason})
         batch.generated_tokens += sum(len(r.response_ids) for r in rollouts)
         with _timed(batch.seconds, "reward"):
-            scores = self._score(completions, samples)
+            scores = score_sharded(self.rewards, completions, samples)
         batch.reward_errors += scores.errors
         batch.reward_timeouts += scores.timeouts
         groups, k = [], 0
         for i, row in enumerate(rows):
-            n = len(by_prompt[i])
-            groups.append(Group(row, prompts[i], by_prompt[i], scores.scores[k:k + n], scores.components[k:k + n]))
+            n = len(grouped[i])
+            groups.append(Group(row, prompts[i], grouped[i], scores.scores[k:k + n], scores.components[k:k + n]))
             k += n
         return groups
-
-    def _score(self, completions: list[str], samples: list[dict]) -> RewardScores:
-        """Split the batch evenly over the reward workers; results come back in order."""
-        workers = len(self.rewards.actors)
-        bounds = even_bounds(len(samples), workers)
-        parts = self.rewards.call_each("score", [(completions[bounds[i]:bounds[i + 1]], samples[bounds[i]:bounds[i + 1]])
-                                                 for i in range(workers)])
-        merged = RewardScores()
-        for p in parts:
-            merged.scores += p.scores
-            merged.components += p.components
-            merged.details += p.details
-            merged.errors += p.errors
-            merged.timeouts += p.timeouts
-        return merged
 
     @staticmethod
     def _flat_rewards(groups: list[Group]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -372,7 +355,7 @@ class _Loop:
         samples = [(r, x, c) for g in batch.groups for r, x, c in zip(g.rollouts, g.rewards, g.components)]
         rewards = [x for _, x, _ in samples]
         lengths = [len(r.response_ids) for r, _, _ in samples]
-        passed = [c.get(self.stage.pass_component, 0.0) >= 1.0 for _, _, c in samples]
+        passed = [self.stage.passed(c) for _, _, c in samples]
         record = {
             "step": step, "policy_version": self.version,
             "reward_mean": _mean(rewards), "reward_std": statistics.pstdev(rewards) if rewards else 0.0,
@@ -387,7 +370,7 @@ class _Loop:
         if batch.all_groups:  # dynamic sampling: the trained groups are a biased subset; these are all draws
             drawn = [(x, c) for g in batch.all_groups for x, c in zip(g.rewards, g.components)]
             record["drawn_reward_mean"] = _mean(x for x, _ in drawn)
-            record["drawn_pass_rate"] = _mean(c.get(self.stage.pass_component, 0.0) >= 1.0 for _, c in drawn)
+            record["drawn_pass_rate"] = _mean(self.stage.passed(c) for _, c in drawn)
         by_component: dict[str, list[float]] = defaultdict(list)
         for _, _, c in samples:
             for name, value in c.items():

@@ -137,7 +137,8 @@ RL = GOOD + """\
 def test_rl_stage_parses_and_plans_all_three_roles():
     spec = parse_pipeline(RL)
     rl = spec.stages[2]
-    assert rl.kind == "rl" and rl.grpo.kl_coef == 0.05 and rl.pass_component == "math"
+    assert rl.kind == "rl" and rl.grpo.kl_coef == 0.05 and rl.pass_components == ["math"]
+    assert rl.passed({"math": 1.0, "format": 0.0}) and not rl.passed({"format": 1.0})
     assert [r.component for r in rl.rewards] == ["math", "format"]
     text = plan(spec)
     assert "3. s3 (rl)" in text and "RewardWorker" in text and "asks the cluster for 2.5 CPU" in text
@@ -155,3 +156,48 @@ def test_rl_stage_mistakes_name_their_line():
     assert "pass_reward 'code' is not one of the rewards: math, format" in msg
     [msg] = problems(RL.replace("every_steps: 2, data: e}", "every_steps: 2, data: nope}"))
     assert msg.startswith("p.yaml:28: stages[2].dev_eval.data: unknown dataset 'nope'")
+
+
+RS = RL + """\
+  - name: rs
+    kind: rejection_sampling
+    model: {from: s3}
+    data: [a]
+    rewards:
+      - {name: math}
+      - {name: format}
+    n: 4
+    filters: {min_scores: {format: 1.0}, max_per_prompt: 1}
+    mix:
+      - {data: a, ratio: 0.5}
+  - name: sft2
+    kind: sft
+    model: tiny
+    data: [{from: rs}]
+    train: {steps: 2, batch_size: 8, micro_batch_size: 4}
+"""
+
+
+def test_rejection_sampling_stage_produces_data_for_a_later_sft():
+    spec = parse_pipeline(RS)
+    rs = spec.stages[3]
+    assert rs.kind == "rejection_sampling" and rs.filters.max_per_prompt == 1 and rs.mix[0].ratio == 0.5
+    assert spec.stages[4].data[0].from_ == "rs"
+    text = plan(spec)
+    assert "4. rs (rejection_sampling)" in text and "RolloutWorker" in text
+
+
+def test_rejection_sampling_mistakes_name_their_line():
+    [msg] = problems(RS.replace("min_scores: {format: 1.0}", "min_scores: {langauge: 0.9}"))
+    assert msg.startswith("p.yaml:") and "filters.min_scores names 'langauge'" in msg
+    [msg] = problems(RS.replace("      - {name: math}\n      - {name: format}\n", "      - {name: format}\n")
+                     .replace("min_scores: {format: 1.0}, ", ""))
+    assert "filters.correct (math, code, instruction) names none of the rewards (format)" in msg
+    # a checkpoint is not a dataset, and a dataset is not a checkpoint
+    [msg] = problems(RS.replace("data: [{from: rs}]", "data: [{from: s3}]"))
+    assert "stage 's3' (kind rl) does not produce a dataset" in msg
+    [msg] = problems(RS.replace("  - name: sft2\n    kind: sft\n    model: tiny", "  - name: sft2\n    kind: sft\n"
+                                "    model: {from: rs}"))
+    assert "stage 'rs' (kind rejection_sampling) does not produce a checkpoint" in msg
+    [msg] = problems(RS.replace("{data: a, ratio: 0.5}", "{data: zz, ratio: 0.5}"))
+    assert msg.startswith("p.yaml:39: stages[3].mix[0].data: unknown dataset 'zz'")

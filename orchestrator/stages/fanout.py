@@ -1,0 +1,52 @@
+"""Work split over an actor group and gathered back in order: generation over rollout workers, scoring over
+reward workers. Every stage that samples (eval, rl, rejection_sampling) goes through these two calls."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from actors.reward import RewardScores
+from actors.types import Rollout, SamplingSpec
+from orchestrator.cluster import ActorGroup
+
+
+def even_bounds(n: int, parts: int) -> list[int]:
+    """Cut points splitting n items into ``parts`` contiguous runs whose sizes differ by at most one."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
+def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: SamplingSpec) -> list[Rollout]:
+    """Split prompts evenly over the rollout workers; results come back in prompt order."""
+    k = len(rollout.actors)
+    bounds = even_bounds(len(prompts), k)
+    parts = rollout.call_each("generate", [(prompts[bounds[i]:bounds[i + 1]], sampling) for i in range(k)])
+    out: list[Rollout] = []
+    for i, part in enumerate(parts):
+        for r in part:
+            r.prompt_index += bounds[i]
+            out.append(r)
+    return out
+
+
+def by_prompt(rollouts: list[Rollout]) -> dict[int, list[Rollout]]:
+    """Rollouts grouped by the index of the prompt that produced them."""
+    groups: dict[int, list[Rollout]] = defaultdict(list)
+    for r in rollouts:
+        groups[r.prompt_index].append(r)
+    return groups
+
+
+def score_sharded(rewards: ActorGroup, completions: list[str], samples: list[dict]) -> RewardScores:
+    """Split a batch evenly over the reward workers; scores come back in order."""
+    workers = len(rewards.actors)
+    bounds = even_bounds(len(samples), workers)
+    parts = rewards.call_each("score", [(completions[bounds[i]:bounds[i + 1]], samples[bounds[i]:bounds[i + 1]])
+                                        for i in range(workers)])
+    merged = RewardScores()
+    for p in parts:
+        merged.scores += p.scores
+        merged.components += p.components
+        merged.details += p.details
+        merged.errors += p.errors
+        merged.timeouts += p.timeouts
+    return merged
