@@ -28,6 +28,7 @@ _BUILTINS: dict[str, str] = {
     "code": "rewards.code:CodeReward",
     "format": "rewards.format:FormatReward",
     "language": "rewards.language:LanguageReward",
+    "instruction": "rewards.instruction:InstructionReward",
     "overlong": "rewards.shaping:OverlongPenalty",
     "length": "rewards.shaping:LengthReward",
     "http": "rewards.http_reward:HttpReward",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.config import DatasetSpec
+from orchestrator.config import DatasetSpec, SyntheticSpec
+from orchestrator.data.general import KINDS, make_general_split
 from orchestrator.data.synthetic import make_split
 
 _ROLES = {"system", "user", "assistant"}
@@ -48,14 +49,19 @@ def check_row(row: dict, where: str) -> None:
         raise ValueError(f"{where}: a row needs 'messages' or a string 'prompt' (keys: {sorted(row)}).")
 
 
+def synthetic_rows(s: SyntheticSpec) -> list[dict]:
+    if s.task == "general":
+        return make_general_split(s.split, s.size, seed=s.seed, kinds=tuple(s.kinds or KINDS))
+    return make_split(s.split, s.size, seed=s.seed, digits=s.digits, ops=tuple(s.ops))
+
+
 def materialize(name: str, spec: DatasetSpec, out_dir: Path) -> Path:
     """The dataset as a JSONL file: user files are validated and copied once, synthetic sets generated once."""
     out = out_dir / f"{name}.jsonl"
     if out.exists():
         return out
     if spec.synthetic is not None:
-        s = spec.synthetic
-        rows = make_split(s.split, s.size, seed=s.seed, digits=s.digits, ops=tuple(s.ops))
+        rows = synthetic_rows(spec.synthetic)
     else:
         src = Path(spec.path)
         rows = read_rows(src)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from typing import Callable
 from fractions import Fraction
 from math import gcd
 
@@ -143,6 +144,12 @@ def held_out_split(prompt: str) -> str | None:
     return next((split for split, b in _BUCKETS.items() if b == bucket), None)
 
 
+def training_split(prompt: str) -> str:
+    """"sft" or "rl", half the training prompts each, by another part of the prompt's hash (for tasks whose
+    SFT and RL splits must not share prompts either)."""
+    return "sft" if int(hashlib.sha1(prompt.encode()).hexdigest()[8:16], 16) % 2 == 0 else "rl"
+
+
 def is_held_out(prompt: str) -> bool:
     return held_out_split(prompt) is not None
 
@@ -151,6 +158,22 @@ def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple
     """Rows of one split. ``sft`` rows carry ``response``; all rows carry ``prompt``, ``answer``, ``domain``.
 
     Duplicated prompts are skipped within a split; no two of eval, dev and the training splits share a prompt.
+    """
+
+    def draw(rng: random.Random) -> dict:
+        p = generate_problem(rng, digits, ops)
+        return {"prompt": p.prompt, "answer": p.answer, "domain": "math", "op": p.op, "response": p.response()}
+
+    return draw_split(split, size, seed, draw, f"digits={digits}, ops={ops}")
+
+
+def draw_split(split: str, size: int, seed: int, draw: Callable[[random.Random], dict], task: str,
+               disjoint_training: bool = False) -> list[dict]:
+    """``size`` rows of ``split`` from ``draw`` (a row with ``prompt`` and ``response``, given a seeded RNG).
+
+    The held-out rule of this module applies to any synthetic task: a prompt lands in eval or dev by its hash
+    alone, and only ``sft`` rows keep the reference ``response``. With ``disjoint_training``, sft and rl are
+    also cut apart by hash (``training_split``). ``task`` names the settings in errors.
     """
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"Unknown split {split!r}; choose from {', '.join(SPLIT_OFFSETS)}.")
@@ -161,15 +184,16 @@ def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple
     while len(rows) < size:
         attempts += 1
         if attempts > 200 * size + 10_000:
-            raise ValueError(f"Only {len(rows)} distinct problems exist for digits={digits}, ops={ops}; "
+            raise ValueError(f"Only {len(rows)} distinct problems exist for {task}; "
                              f"ask for fewer than {size} or widen the task.")
-        p = generate_problem(rng, digits, ops)
-        if p.prompt in seen or held_out_split(p.prompt) != (split if split in _BUCKETS else None):
+        row = draw(rng)
+        prompt = row["prompt"]
+        if prompt in seen or held_out_split(prompt) != (split if split in _BUCKETS else None):
             continue
-        seen.add(p.prompt)
-        row = {"id": f"{split}-{seed}-{len(rows)}", "prompt": p.prompt, "answer": p.answer,
-               "domain": "math", "op": p.op}
-        if split == "sft":
-            row["response"] = p.response()
-        rows.append(row)
+        if disjoint_training and split not in _BUCKETS and training_split(prompt) != split:
+            continue
+        seen.add(prompt)
+        if split != "sft":
+            del row["response"]
+        rows.append({"id": f"{split}-{seed}-{len(rows)}", **row})
     return rows
