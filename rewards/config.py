@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rewards.registry import list_rewards
+from rewards.registry import list_rewards, runs_in_host
 
 _PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -97,6 +97,12 @@ class RewardSpec(BaseModel):
         if self.http is not None:
             return self.http.model_dump()
         return dict(self.args)
+
+    @property
+    def in_host(self) -> bool:
+        """Scored a batch at a time by the host process, not per sample in the pool: `http` rewards and those
+        whose class sets `in_host = True` (`reward_model`)."""
+        return self.http is not None or runs_in_host(self.ref)
 
     def applies_to(self, domain: str | None) -> bool:
         return self.domains is None or (domain is not None and domain in self.domains)

@@ -3,8 +3,9 @@
 The deadline is enforced here, in the parent, by killing the process that overran it (and all it started);
 no signal.alarm, which breaks in threads and Ray workers. A killed or crashed process is replaced before the
 next sample is handed out, so one pathological sample costs its deadline and a restart, never the batch.
-Per-sample rewards run in the pool processes (rewards/pool_worker.py); rewards that score whole batches
-(the http reward) run here, once per batch, after the pool is done.
+Per-sample rewards run in the pool processes (rewards/pool_worker.py); rewards that score whole batches in
+the host (`RewardSpec.in_host`: http, reward_model) are built once here and run here, once per batch, after
+the pool is done.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class RewardPool:
             raise ValueError("The reward pool needs num_procs >= 1 and deadline_s > 0.")
         self.specs = parse_specs(specs)
         self.deadline_s = deadline_s
-        local = [s.model_dump() for s in self.specs if s.http is None]
-        self._batch = {s.component: get_reward(s.ref, **s.kwargs) for s in self.specs if s.http is not None}
+        local = [s.model_dump() for s in self.specs if not s.in_host]
+        self._batch = {s.component: get_reward(s.ref, **s.kwargs) for s in self.specs if s.in_host}
         self._slots = [_Slot(local) for _ in range(num_procs)] if local else []
         try:
             for slot in self._slots:  # they start in parallel: all were launched above
@@ -156,7 +157,7 @@ class RewardPool:
 
     def _score_batch(self, completions: list[Any], samples: list[Mapping[str, Any]], results: list[Scored]) -> None:
         for spec in self.specs:
-            if spec.http is None:
+            if not spec.in_host:
                 continue
             idx = [i for i, s in enumerate(samples) if spec.applies_to(sample_domain(s))]
             if not idx:

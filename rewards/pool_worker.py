@@ -2,7 +2,7 @@
 
 Protocol over its stdin/stdout frames: first the list of RewardSpec dicts, answered by ("ready", "") once
 every reward is built and warmed (or ("failed", sentence)); then, per sample, (index, completion, sample)
-answered by (index, total, components, details). Batch rewards (http) never reach this process.
+answered by (index, total, components, details). Host rewards (http, reward_model) never reach this process.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ _BUILTINS: dict[str, str] = {
     "format": "rewards.format:FormatReward",
     "language": "rewards.language:LanguageReward",
     "instruction": "rewards.instruction:InstructionReward",
+    "reward_model": "rewards.reward_model:RewardModelReward",
     "overlong": "rewards.shaping:OverlongPenalty",
     "length": "rewards.shaping:LengthReward",
     "http": "rewards.http_reward:HttpReward",
@@ -100,6 +101,16 @@ def get_reward(name_or_ref: str, **kwargs: Any) -> SafeReward:
         ref = "http"
     obj = _resolve(ref)
     return SafeReward(_bind(obj, ref, kwargs), ref)
+
+
+@functools.lru_cache(maxsize=None)
+def runs_in_host(ref: str) -> bool:
+    """Whether the reward's class sets `in_host = True`: it is built once in the host process and scores whole
+    batches there (a model worth loading once), instead of sample by sample in every pool process."""
+    try:
+        return getattr(_resolve(ref.strip()), "in_host", False) is True
+    except ValueError:
+        return False  # the pool process that builds it reports why it cannot be loaded
 
 
 def list_rewards() -> list[str]:

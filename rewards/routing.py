@@ -61,10 +61,11 @@ class RewardRouter:
         return self._rewards[spec.component]
 
     def score(self, completion: Any, sample: Mapping[str, Any], *, skip_batch: bool = False) -> Combined:
-        """Score one sample; with `skip_batch`, rewards that run per batch (http) are left to the caller."""
+        """Score one sample; with `skip_batch`, rewards that run per batch in the host (http, reward_model) are
+        left to the caller."""
         results: dict[str, RewardResult] = {}
         for spec in applicable(self.specs, sample_domain(sample)):
-            if skip_batch and spec.http is not None:
+            if skip_batch and spec.in_host:
                 continue
             results[spec.component] = self.reward(spec)(completion, sample)
         combined = combine(self.specs, results)
