@@ -76,15 +76,21 @@ class InitSpec(Section):
 
 
 class ModelSpec(Section):
-    """A Hugging Face checkpoint directory (``path``) or a fresh model (``init``)."""
+    """A Hugging Face checkpoint directory (``path``), a model on the Hugging Face Hub (``hub``: downloaded once
+    into the Hugging Face cache, which on a cluster should be shared storage), or a fresh model (``init``)."""
 
     path: str | None = None
+    hub: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$", description="Hub model id, e.g. Qwen/Qwen2.5-7B")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for ``hub``")
     init: InitSpec | None = None
+    fp8: bool = Field(False, description="train with DeepSeek-V3's block-wise FP8 recipe (E4M3 GEMMs in attention and "
+                      "MLP/expert projections, fp32 master weights; our DeepSeek-V3 only; README 'FP8')")
 
     @model_validator(mode="after")
     def _one_of(self) -> ModelSpec:
-        if (self.path is None) == (self.init is None):
-            raise ValueError("a model needs exactly one of 'path' (a Hugging Face checkpoint) or 'init'")
+        if sum(x is not None for x in (self.path, self.hub, self.init)) != 1:
+            raise ValueError("a model needs exactly one of 'path' (a Hugging Face checkpoint directory), 'hub' "
+                             "(a Hub model id) or 'init'")
         return self
 
 
@@ -112,27 +118,40 @@ class SyntheticSpec(Section):
         return self
 
 
+class RunArtifact(Section):
+    """A dataset another pipeline's run produced: ``{run_dir: runs/tiny_r1, stage: rs}`` (e.g. a teacher's
+    curated samples for distillation)."""
+
+    run_dir: str
+    stage: str
+    artifact: str = "data"
+
+
 class DatasetSpec(Section):
-    """User data (JSONL or parquet; rows in the chat-messages or prompt/response shape) or a synthetic set."""
+    """User data (JSONL or parquet; rows in the chat-messages or prompt/response shape), a synthetic set, or a
+    finished stage's dataset from another run directory (``from_run``)."""
 
     path: str | None = None
     synthetic: SyntheticSpec | None = None
+    from_run: RunArtifact | None = None
     limit: int | None = Field(None, ge=1)
     system: str | None = Field(None, description="system prompt prepended to every conversation")
 
     @model_validator(mode="after")
     def _one_of(self) -> DatasetSpec:
-        if (self.path is None) == (self.synthetic is None):
-            raise ValueError("a dataset needs exactly one of 'path' or 'synthetic'")
+        if sum(x is not None for x in (self.path, self.synthetic, self.from_run)) != 1:
+            raise ValueError("a dataset needs exactly one of 'path', 'synthetic' or 'from_run'")
         return self
 
 
 # ---------------------------------------------------------------------------------------------- stages
 class EvalSpec(Section):
-    """Held-out evaluation: greedy pass@1 by default; ``n > 1`` with temperature adds cons@n."""
+    """Held-out evaluation: greedy pass@1 by default; ``n > 1`` with temperature adds cons@n. Several datasets
+    (e.g. math and general prompts) are scored together, with a per-domain breakdown."""
 
-    data: RefField
-    limit: int | None = Field(None, ge=1)
+    data: Annotated[list[RefField], BeforeValidator(lambda v: v if isinstance(v, list) else [v])] = Field(
+        min_length=1)
+    limit: int | None = Field(None, ge=1, description="use the first N rows of each dataset")
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     n: int = Field(1, ge=1)
@@ -340,6 +359,7 @@ class RolloutEngineSpec(Section):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.8, gt=0, le=1)
     kv_cache_gib: int = Field(1, ge=1, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards the model over (one worker)")
     seed: int = 0
 
 
@@ -351,6 +371,14 @@ class PipelineSpec(Section):
     models: dict[str, ModelSpec] = Field(min_length=1)
     datasets: dict[str, DatasetSpec] = {}
     stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _engine_fits_worker(self) -> PipelineSpec:
+        tp, gpus = self.rollout.tensor_parallel_size, self.cluster.rollout.gpus
+        if tp > 1 and gpus != tp:
+            raise ValueError(f"rollout.tensor_parallel_size={tp} needs cluster.rollout.gpus={tp} per worker "
+                             f"(one engine per worker), not {gpus:g}")
+        return self
 
 
 Loc = tuple[str | int, ...]
@@ -398,6 +426,14 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
         path = model.get("path") if isinstance(model, dict) else None
         if isinstance(path, str) and not Path(path).exists():
             problems.append((("models", name, "path"), f"no checkpoint directory at {path!r}"))
+    for name, ds in datasets.items():
+        source = ds.get("from_run") if isinstance(ds, dict) else None
+        if isinstance(source, dict) and isinstance(source.get("run_dir"), str) and isinstance(source.get("stage"), str):
+            status = Path(source["run_dir"]) / source["stage"] / "status.json"
+            if not status.exists() or '"succeeded"' not in status.read_text():
+                problems.append((("datasets", name, "from_run"),
+                                 f"no finished stage {source['stage']!r} in run directory {source['run_dir']!r} "
+                                 f"(run that pipeline first)"))
     for i, stage in enumerate(stages):
         loc: Loc = ("stages", i)
         if stage.get("name") in kinds:
@@ -411,7 +447,12 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
                 check(mix["data"], loc + ("mix", j, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
         for block in ("eval", "early_stopping", "dev_eval"):
             if isinstance(stage.get(block), dict) and "data" in stage[block]:
-                check(stage[block]["data"], loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
+                refs = stage[block]["data"]
+                if isinstance(refs, list) and block == "eval":
+                    for j, ref in enumerate(refs):
+                        check(ref, loc + (block, "data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
+                else:
+                    check(refs, loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
         if stage.get("kind") == "sft":  # RL batches are sized by prompts_per_step x grpo.n, split as they come
             problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
         if isinstance(stage.get("name"), str):

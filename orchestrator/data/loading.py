@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.config import DatasetSpec, SyntheticSpec
+from orchestrator.config import DatasetSpec, RunArtifact, SyntheticSpec
 from orchestrator.data.general import KINDS, make_general_split
 from orchestrator.data.synthetic import make_split
 
@@ -55,15 +55,23 @@ def synthetic_rows(s: SyntheticSpec) -> list[dict]:
     return make_split(s.split, s.size, seed=s.seed, digits=s.digits, ops=tuple(s.ops))
 
 
+def run_artifact(source: RunArtifact) -> Path:
+    """The file a finished stage of another run directory recorded as its artifact."""
+    from orchestrator.report import RunDir
+
+    return RunDir(Path(source.run_dir), "").artifact(source.stage, source.artifact)
+
+
 def materialize(name: str, spec: DatasetSpec, out_dir: Path) -> Path:
-    """The dataset as a JSONL file: user files are validated and copied once, synthetic sets generated once."""
+    """The dataset as a JSONL file: user files and other runs' datasets are validated and copied once (the run
+    keeps the data it trained on), synthetic sets generated once."""
     out = out_dir / f"{name}.jsonl"
     if out.exists():
         return out
     if spec.synthetic is not None:
         rows = synthetic_rows(spec.synthetic)
     else:
-        src = Path(spec.path)
+        src = Path(spec.path) if spec.path is not None else run_artifact(spec.from_run)
         rows = read_rows(src)
         for i, row in enumerate(rows):
             check_row(row, f"{src} row {i + 1}")

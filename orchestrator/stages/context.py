@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from orchestrator.config import ClusterSpec, PipelineSpec, Ref
+from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref
 from orchestrator.data import loading
 from orchestrator.report import MetricsLog, RunDir, write_json
 
@@ -41,12 +41,20 @@ class StageContext:
     def rows(self, ref: Ref) -> list[dict]:
         return loading.read_rows(self.dataset_path(ref))
 
+    def eval_rows(self, spec: EvalSpec) -> list[dict]:
+        """An eval block's rows: the first ``limit`` of each of its datasets."""
+        return [row for ref in spec.data for row in self.rows(ref)[: spec.limit]]
+
     def model_path(self, ref: Ref) -> Path:
         if ref.from_ is not None:
             return self.run.artifact(ref.from_, "checkpoint")
         spec = self._spec.models[ref.name]
         if spec.path is not None:
             return Path(spec.path)
+        if spec.hub is not None:  # not exercised here (no Hub access in CI): the documented Hub download call
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(spec.hub, revision=spec.revision))
         from orchestrator.models import materialize
 
         texts = (f"{r.get('prompt', '')}\n{r.get('response', '')}"

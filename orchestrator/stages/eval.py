@@ -25,7 +25,8 @@ DEFAULT_GRADERS = {"math": "math", "code": "code", "general": "instruction"}
 
 def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | None = None, *,
              max_tokens: int = 256, temperature: float = 0.0, n: int = 1, seed: int = 0) -> dict:
-    """Generate on ``rows`` with the model the workers serve now and score every sample.
+    """Generate on ``rows`` (all of them: ``StageContext.eval_rows`` applies the spec's ``limit``) with the model
+    the workers serve now and score every sample.
 
     Each sample is graded by its row's ``domain`` (``math`` when a row has none): the grader is a reward,
     ``spec.graders[domain]`` (math: sympy equivalence with the row's ``answer``; code: the sandboxed tests;
@@ -36,7 +37,6 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
     graders = dict(DEFAULT_GRADERS)
     if spec is not None:
         max_tokens, temperature, n = spec.max_tokens, spec.temperature, spec.n
-        rows = rows[: spec.limit] if spec.limit else rows
         graders.update(spec.graders)
     domains = sorted({_domain(row) for row in rows})
     missing = [d for d in domains if d not in graders]
@@ -103,7 +103,7 @@ def run(stage: EvalStage, ctx: StageContext) -> StageResult:
     rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
     try:
         rollout.call("load", str(model_path), 0)
-        result = evaluate(rollout, ctx.tokenizer(model_path), ctx.rows(stage.eval.data), stage.eval,
+        result = evaluate(rollout, ctx.tokenizer(model_path), ctx.eval_rows(stage.eval), stage.eval,
                           seed=ctx.seed)
     finally:
         rollout.shutdown()

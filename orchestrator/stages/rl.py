@@ -144,7 +144,7 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
                    "weight_sync": loop.sync_mode, **summary}
         result = StageResult(metrics=metrics, artifacts={"checkpoint": ctx.relative(final)})
         if stage.eval is not None:  # the rollout workers already serve the final weights
-            result.eval = evaluate(rollout, tokenizer, ctx.rows(stage.eval.data), stage.eval, seed=ctx.seed)
+            result.eval = evaluate(rollout, tokenizer, ctx.eval_rows(stage.eval), stage.eval, seed=ctx.seed)
             ctx.write_eval(result.eval)
         return result
     finally:
@@ -308,7 +308,10 @@ class _Loop:
                 for s, old in zip(seqs, unshard(shards, per_rank, seqs)):
                     s.old_logprobs = old
         results = []
-        for part in split_minibatches(ids, spec.mini_batches, seed=train.seed * 100_003 + step):
+        # Dynamic sampling can end a step with fewer contrastive groups than mini-batches (refill cap reached):
+        # then each group is its own mini-batch.
+        mini_batches = min(spec.mini_batches, len(batch.groups))
+        for part in split_minibatches(ids, mini_batches, seed=train.seed * 100_003 + step):
             chosen = [seqs[i] for i in part.tolist()]
             if not any(s.trained for s in chosen):
                 continue  # nothing to learn from (all truncated and masked): no step, no version

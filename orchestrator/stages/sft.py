@@ -113,7 +113,7 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
             if rollout is None:
                 rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
             rollout.call("load", str(final), last["step"])
-            result.eval = evaluate(rollout, tokenizer, ctx.rows(stage.eval.data), stage.eval, seed=ctx.seed)
+            result.eval = evaluate(rollout, tokenizer, ctx.eval_rows(stage.eval), stage.eval, seed=ctx.seed)
             ctx.write_eval(result.eval)
         return result
     finally:

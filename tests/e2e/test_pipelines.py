@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 SUMMARY_KEYS = {"name", "kind", "status", "seconds", "metrics", "eval", "artifacts"}
+STAGES = ["cold_start", "reasoning_rl", "rs", "sft2", "all_scenario_rl", "final_eval"]
 
 
 def _run(args: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -27,14 +28,37 @@ def _run(args: list[str], timeout: float, env: dict | None = None) -> subprocess
 def _check_smoke_summary(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["pipeline"] == "smoke" and summary["status"] == "succeeded"
-    assert [s["name"] for s in summary["stages"]] == ["cold_start", "reasoning_rl", "final_eval"]
+    assert [s["name"] for s in summary["stages"]] == STAGES
+    by_name = {s["name"]: s for s in summary["stages"]}
     for stage in summary["stages"]:
         assert SUMMARY_KEYS <= stage.keys() and stage["status"] == "succeeded"
-        assert 0.0 <= stage["eval"]["pass@1"] <= 1.0
-    assert summary["stages"][2]["eval"]["samples_per_problem"] == 4 and "cons@4" in summary["stages"][2]["eval"]
-    for stage in summary["stages"][:2]:
-        assert (run_dir / stage["artifacts"]["checkpoint"] / "model.safetensors").exists()
+        if stage["kind"] != "rejection_sampling":
+            assert 0.0 <= stage["eval"]["pass@1"] <= 1.0
+        if stage["kind"] in ("sft", "rl"):
+            assert (run_dir / stage["artifacts"]["checkpoint"] / "model.safetensors").exists()
+    final = by_name["final_eval"]["eval"]
+    assert final["samples_per_problem"] == 4 and "cons@4" in final
+    assert set(final["per_domain"]) == {"math", "general"} and final["problems"] == 32 + 16
+    _check_smoke_rs(run_dir, by_name["rs"])
+    mixed = [json.loads(line) for line in (run_dir / "all_scenario_rl" / "metrics.jsonl").read_text().splitlines()]
+    assert all({"reward/math_mean", "reward/instruction_mean", "reward/language_mean"} <= r.keys() for r in mixed)
     return summary
+
+
+def _check_smoke_rs(run_dir: Path, rs: dict) -> None:
+    """Rejection sampling wrote an SFT set with provenance, and its report accounts for every sample."""
+    report = rs["metrics"]["filter_report"]
+    assert report["candidates"] == 16 * 4
+    assert report["kept"] + sum(report["dropped"].values()) == report["candidates"]
+    rows = [json.loads(line) for line in (run_dir / rs["artifacts"]["data"]).read_text().splitlines()]
+    assert len(rows) == report["kept"] + report["mixed_in"] and report["mixed_in"] == round(0.5 * report["kept"])
+    for row in rows:
+        assert row["response"] and row["prompt"]
+        if row["source"].get("stage") == "rs":  # sampled here, not mixed in
+            assert row["rewards"]["math"] == 1.0 and row["rewards"]["format"] == 1.0
+            assert row["source"]["checkpoint"] == "reasoning_rl" and row["source"]["policy_version"] >= 3
+        else:
+            assert row["source"]["dataset"] == "general_sft" and row["domain"] == "general"
 
 
 def _check_smoke_rl(run_dir: Path) -> None:
@@ -74,7 +98,7 @@ def test_smoke_pipeline_runs_then_skips_finished_stages(tmp_path):
     again = _run(cmd, timeout=120)
     assert again.returncode == 0, again.stderr[-4000:]
     assert time.perf_counter() - t0 < 30, "re-running a finished pipeline should not start any work"
-    assert all(f"{name}: already finished" in again.stderr for name in ("cold_start", "reasoning_rl", "final_eval"))
+    assert all(f"{name}: already finished" in again.stderr for name in STAGES)
     assert status.stat().st_mtime_ns == stamp
     assert json.loads((run_dir / "summary.json").read_text()) == summary
 

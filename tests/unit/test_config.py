@@ -95,9 +95,36 @@ def test_yaml_syntax_error_has_a_line():
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_pipelines_validate(path: Path):
+def test_shipped_pipelines_validate(path: Path, tmp_path, monkeypatch):
+    # tiny_distill reads a finished teacher run (runs/tiny_r1): give it one, relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "tiny_r1" / "rs").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny_r1" / "rs" / "status.json").write_text('{"status": "succeeded"}')
     spec = load_pipeline(path)
     assert spec.stages
+
+
+def test_a_dataset_from_another_run_needs_that_run_finished(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(ROOT / "pipelines" / "tiny_distill.yaml")
+    [msg] = info.value.problems
+    assert "datasets.teacher_rs.from_run: no finished stage 'rs' in run directory 'runs/tiny_r1'" in msg
+    (tmp_path / "runs" / "tiny_r1" / "rs").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny_r1" / "rs" / "status.json").write_text('{"status": "failed"}')
+    with pytest.raises(PipelineError):
+        load_pipeline(ROOT / "pipelines" / "tiny_distill.yaml")
+
+
+@pytest.mark.parametrize("name,gpus,cpus_at_least", [("r1_qwen2_7b", 16, 100), ("r1_deepseek_v3", 384, 3000)])
+def test_full_scale_examples_plan_a_sensible_cluster(name, gpus, cpus_at_least):
+    spec = load_pipeline(ROOT / "pipelines" / f"{name}.yaml")
+    text = plan(spec)
+    peak = text.splitlines()[-1]
+    assert peak.startswith("peak: ") and f", {gpus} GPU" in peak
+    assert float(peak.split()[1]) >= cpus_at_least
+    kinds = [s.kind for s in spec.stages]
+    assert kinds[:5] == ["sft", "rl", "rejection_sampling", "sft", "rl"]
 
 
 def test_plan_counts_actors_and_resources():
