@@ -49,15 +49,18 @@ def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
     return fn
 
 
-def load_causal_lm(path: str, dtype: torch.dtype):
-    """Our DeepSeek-V3 for V3 checkpoints, transformers' implementation for everything else."""
+def load_causal_lm(path: str, dtype: torch.dtype, fp8: bool = False):
+    """Our DeepSeek-V3 for V3 checkpoints, transformers' implementation for everything else. ``fp8``: the V3's
+    eligible linears run DeepSeek-V3's block-wise FP8 recipe (actors/model/fp8.py)."""
     import json
 
     model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
     if model_type == "deepseek_v3":
         from actors.model import DeepseekV3ForCausalLM
 
-        return DeepseekV3ForCausalLM.from_pretrained(path).to(dtype)
+        return DeepseekV3ForCausalLM.from_pretrained(path, fp8=fp8).to(dtype)
+    if fp8:
+        raise ValueError(f"fp8: true needs our DeepSeek-V3; {path} holds a {model_type!r} model. Set fp8: false for it.")
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -88,8 +91,9 @@ class PolicyTrainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self, model_path: str, train: dict, total_steps: int, micro_batch_size: int, grad_accum: int,
-              rl: dict | None = None) -> dict:
-        """Load the model and build the DeepSpeed engine. ``train`` is the stage's train section (as a dict).
+              rl: dict | None = None, fp8: bool = False) -> dict:
+        """Load the model and build the DeepSpeed engine. ``train`` is the stage's train section (as a dict);
+        ``fp8`` the model spec's flag (FP8 GEMMs in the eligible linears, fp32 master weights).
 
         ``rl`` (RL stages): ``{"grpo": GRPOSpec as a dict, "temperature": sampling temperature}``. RL steps have
         a varying number of micro-batches, so they mark the accumulation boundary themselves (pass
@@ -99,7 +103,7 @@ class PolicyTrainer:
         torch.manual_seed(train["seed"] + self.rank)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[train["dtype"]]
         # Master weights stay fp32; DeepSpeed's bf16 mode keeps the compute copy in bf16.
-        model = load_causal_lm(model_path, torch.float32)
+        model = load_causal_lm(model_path, torch.float32, fp8)
         self.model_path = model_path
         optim = train["optim"]
         params = [p for p in model.parameters() if p.requires_grad]
@@ -134,7 +138,7 @@ class PolicyTrainer:
             if self.grpo.kl_coef > 0:
                 # A full frozen copy on every rank: right for models that fit one device. At scale the reference
                 # belongs in its own ZeRO-3 inference engine (not built yet; see the README's GPU notes).
-                self.reference = load_causal_lm(model_path, dtype).eval().requires_grad_(False)
+                self.reference = load_causal_lm(model_path, dtype, fp8).eval().requires_grad_(False)
         n_params = sum(p.numel() for p in model.parameters())
         return {"parameters": n_params, "zero_stage": train["zero_stage"], "world_size": self.world_size}
 
@@ -300,10 +304,11 @@ class PolicyTrainer:
             return []
         module = self.engine.module
         if self.is_v3:
-            # The same renaming save_pretrained applies, so vLLM receives what it would read from disk.
-            from actors.model.names import hf_state_dict
+            # What save_pretrained writes (names, and the FP8 recipe's export format), so vLLM receives what it
+            # would read from disk.
+            from actors.model.checkpoint import export_state
 
-            state = hf_state_dict(state, module.config)
+            state, _ = export_state(module, state)
         # A list of refs is returned as refs: the driver forwards them without pulling the tensors itself.
         return [ray.put(bucket) for bucket in buckets_of(state.items(), bucket_mb)]
 

@@ -2,6 +2,7 @@
 
 from .balancing import expert_load_metrics, update_router_bias
 from .config import DeepseekV3Config
+from .fp8 import FP8Recipe
 from .layers import LinearFactory
 from .model import CausalLMOutput, DeepseekV3ForCausalLM
 
@@ -9,6 +10,7 @@ __all__ = [
     "CausalLMOutput",
     "DeepseekV3Config",
     "DeepseekV3ForCausalLM",
+    "FP8Recipe",
     "LinearFactory",
     "expert_load_metrics",
     "update_router_bias",

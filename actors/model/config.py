@@ -166,8 +166,8 @@ class DeepseekV3Config:
         if model_type != "deepseek_v3":
             raise ValueError(f"config model_type is {model_type!r}; this class reads 'deepseek_v3' configs only.")
         if data.get("quantization_config"):
-            raise NotImplementedError("This config describes a quantized (FP8) checkpoint; loading one needs the "
-                                      "FP8 path, which is not implemented yet. Dequantize it to bf16/fp32 first.")
+            raise ValueError("This config describes a quantized (FP8) checkpoint; load the folder with "
+                             "DeepseekV3ForCausalLM.from_pretrained, which dequantises its weights.")
         rope = _rope_from_dict(data)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_parameters"}
         known = {k: v for k, v in data.items() if k in names}

@@ -24,6 +24,7 @@ from torch import nn
 from .block import DecoderLayer, run_block
 from .checkpoint import load_pretrained, save_pretrained
 from .config import DeepseekV3Config
+from .fp8 import FP8Recipe
 from .generation import greedy_generate
 from .layers import LinearFactory, RMSNorm
 from .mla import LatentCache, attention_mask_for
@@ -79,6 +80,8 @@ class DeepseekV3ForCausalLM(nn.Module):
         super().__init__()
         self.config = config if isinstance(config, DeepseekV3Config) else DeepseekV3Config.from_dict(config)
         linear = linear or LinearFactory(self.config.initializer_range)
+        self.fp8_recipe: FP8Recipe | None = getattr(linear, "recipe", None)
+        """Set when the FP8-eligible projections are FP8Linear (see fp8.py); None for a high-precision model."""
         self.model = DeepseekV3Model(self.config, linear)
         self.lm_head = linear(self.config.hidden_size, self.config.vocab_size, fp8_eligible=False)
         self.mtp = nn.ModuleList(
@@ -126,9 +129,13 @@ class DeepseekV3ForCausalLM(nn.Module):
         return greedy_generate(self, prompts, max_new_tokens, eos_token_id, return_logits)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, fp8: bool = False,
+    def from_pretrained(cls, path: str | os.PathLike, fp8: bool | FP8Recipe = False,
                         dtype: torch.dtype = torch.float32) -> "DeepseekV3ForCausalLM":
-        """Loads a Hugging Face DeepseekV3 checkpoint folder (config.json + *.safetensors)."""
+        """Loads a Hugging Face DeepseekV3 checkpoint folder (config.json + *.safetensors; FP8 ones are dequantised).
+
+        `fp8=True` (or an FP8Recipe) runs the attention and MLP/expert projections with DeepSeek-V3's block-wise
+        FP8 recipe; the weights loaded stay the `dtype` master copy.
+        """
         return load_pretrained(cls, path, fp8=fp8, dtype=dtype)
 
     def save_pretrained(self, path: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:

@@ -228,3 +228,11 @@ def test_rejection_sampling_mistakes_name_their_line():
     assert "stage 'rs' (kind rejection_sampling) does not produce a checkpoint" in msg
     [msg] = problems(RS.replace("{data: a, ratio: 0.5}", "{data: zz, ratio: 0.5}"))
     assert msg.startswith("p.yaml:39: stages[3].mix[0].data: unknown dataset 'zz'")
+
+
+def test_model_fp8_flag_is_a_checked_boolean():
+    assert parse_pipeline(GOOD.replace("    init: {arch: qwen2", "    fp8: true\n    init: {arch: qwen2"),
+                          "p.yaml").models["tiny"].fp8
+    assert not parse_pipeline(GOOD, "p.yaml").models["tiny"].fp8
+    [msg] = problems(GOOD.replace("    init: {arch: qwen2", "    fp8: maybe\n    init: {arch: qwen2"))
+    assert "models.tiny.fp8" in msg

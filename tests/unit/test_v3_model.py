@@ -132,8 +132,8 @@ def test_config_rejects_unsupported_settings_with_sentences():
         DeepseekV3Config.tiny(n_routed_experts=6)
     with pytest.raises(ValueError, match="attention_factor"):
         DeepseekV3Config.tiny(rope_parameters={"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.0})
-    with pytest.raises(NotImplementedError, match="fp8"):
-        DeepseekV3ForCausalLM.from_pretrained("unused", fp8=True)
+    with pytest.raises(ValueError, match="from_pretrained, which dequantises"):
+        DeepseekV3Config.tiny(quantization_config={"quant_method": "fp8"})
 
 
 def test_config_reads_deepseek_layout_and_keeps_unknown_keys():
