@@ -222,6 +222,7 @@ def filter_report(stage: Stage) -> dict | None:
 # ---------------------------------------------------------------------------------------------- figures
 def _png(fig: Figure) -> str:
     FigureCanvasAgg(fig)  # Agg on this figure only: no pyplot, no process-wide backend switch
+    fig.draw_without_rendering()  # constrained layout settles twin axes only on a second pass
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -425,6 +426,10 @@ def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
+def _missing(what: str, stages: list[Stage]) -> str:
+    return _note(f"{what}: " + ", ".join(f"{s.name} ({s.status})" for s in stages) + ".") if stages else ""
+
+
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -442,8 +447,7 @@ def _steps_section(stages: list[Stage], kind: str, key: str, plot, alt: str) -> 
     """One panel per stage of ``kind`` that logged ``key``; a note names the stages that logged nothing."""
     of_kind = [s for s in stages if s.kind == kind]
     drawn = [s for s in of_kind if s.rows(key)]
-    missing = [s.name for s in of_kind if s not in drawn]
-    gap = _note(f"No steps logged for: {', '.join(missing)}.") if missing else ""
+    gap = _missing("No steps logged for", [s for s in of_kind if s not in drawn])
     return (_img(_panels(drawn, plot), alt) if drawn else "") + gap
 
 
@@ -466,8 +470,7 @@ def _time_section(stages: list[Stage]) -> str:
 def _filter_section(stages: list[Stage]) -> str:
     rs = [s for s in stages if s.kind == "rejection_sampling"]
     panels = [(s, r) for s in rs if (r := filter_report(s)) and _filter_bars(r)]
-    missing = [s.name for s in rs if s not in [p for p, _ in panels]]
-    gap = _note(f"No filter report for: {', '.join(missing)}.") if missing else ""
+    gap = _missing("No filter report for", [s for s in rs if s not in [p for p, _ in panels]])
     counts = "".join(f"<p>{_e(s.name)}: " + ", ".join(f"{_e(label)} {int(n):,}" for label, n, _ in _filter_bars(r))
                      + f" (of {_e(r.get('candidates'))} candidates)</p>" for s, r in panels)
     return (_img(_fig_filter(panels), "rejection-sampling filter counts") if panels else "") + counts + gap

@@ -150,7 +150,7 @@ def test_report_header_and_stage_table(report):
     assert '<span class="failed">failed</span>' in rows[6] and "12.5" in rows[6]
     assert '<span class="not-run">not run</span>' in rows[7]
     assert "RuntimeError: rollout worker died</summary>" in table
-    assert "No steps logged for: distill." in text  # the SFT stage that never ran
+    assert "No steps logged for: distill (not run)." in text  # the SFT stage that never ran
 
 
 def test_report_shows_filter_counts(report):
