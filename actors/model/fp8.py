@@ -238,12 +238,15 @@ def convert_to_fp8(model: nn.Module, recipe: FP8Recipe = FP8Recipe()) -> list[st
         new.weight = old.weight
         setattr(parent, attr, new)
     model.fp8_recipe = recipe
-    where = ("Triton kernels on CUDA tensors" if recipe.kernels != "torch" else "the torch reference only")
-    log.info("FP8: %d linear layers run block-wise E4M3 GEMMs (%s); master weights stay %s.", len(swapped),
-             where, next(model.parameters()).dtype)
-    if recipe.kernels == "auto" and not torch.cuda.is_available():
-        log.info("FP8 without CUDA: the GEMMs run the emulated torch reference (quantise, dequantise, fp32 "
-                 "matmul): FP8 numerics, no FP8 speed.")
+    if recipe.kernels == "torch":
+        where = "the torch reference, as asked"
+    elif torch.cuda.is_available():
+        where = "Triton kernels on CUDA tensors"
+    else:  # said once, here, rather than on every GEMM
+        where = ("no CUDA here, so the emulated torch reference: quantise, dequantise, fp32 matmul; FP8 numerics, "
+                 "no FP8 speed")
+    log.info("FP8: %d linear layers run block-wise E4M3 GEMMs (%s); master weights stay %s.", len(swapped), where,
+             next(model.parameters()).dtype)
     return swapped
 
 

@@ -166,7 +166,8 @@ def test_fp8_checkpoint_round_trip(tmp_path):
                        ours["model.layers.1.mlp.gate.e_score_correction_bias"])
     # Quantising the loaded weights again gives back the exported E4M3 values and scales.
     q, s = quantize_blocks(back[name])
-    assert torch.equal(q.float(), disk[f"{expert}.weight"].float()) and torch.equal(s, disk[f"{expert}.weight_scale_inv"])
+    assert torch.equal(q.float(), disk[f"{expert}.weight"].float())
+    assert torch.equal(s, disk[f"{expert}.weight_scale_inv"])
 
 
 def test_export_formats_bf16_and_master(tmp_path):
