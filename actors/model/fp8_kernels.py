@@ -51,17 +51,17 @@ def _scale(amax, POW2: tl.constexpr):
 
 
 @triton.jit
-def _to_e4m3(v, dtype):
-    """v (fp32) clamped to +-448 and rounded to the nearest E4M3 value (ties to even), then cast to `dtype`.
+def _round_e4m3(v):
+    """v (fp32) clamped to +-448 and rounded to the nearest E4M3 value (ties to even), still in fp32.
 
-    The rounding is done in fp32 so the cast itself is exact: Triton's interpreter drops the carry when rounding
+    Rounding here, in fp32, leaves the cast to E4M3 exact: Triton's interpreter drops the carry when rounding
     crosses a power of two (124.3 -> 64), and with the value pre-rounded both it and the GPU match torch's cast.
     """
     v = tl.minimum(tl.maximum(v, -_MAX), _MAX)
     exponent = tl.maximum(((v.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127, -6)  # below 2^-6: subnormal step
     step = ((exponent - 3 + 127) << 23).to(tl.float32, bitcast=True)  # 3 mantissa bits
     inv_step = ((127 - exponent + 3) << 23).to(tl.float32, bitcast=True)
-    return (((v * inv_step + 12582912.0) - 12582912.0) * step).to(dtype)  # +- 1.5 * 2^23 rounds to an integer
+    return ((v * inv_step + 12582912.0) - 12582912.0) * step  # adding 1.5 * 2^23 rounds to an integer
 
 
 @triton.autotune(configs=_configs([{"BLOCK_M": 8}, {"BLOCK_M": 32}, {"BLOCK_M": 64}], [(4, 1), (4, 1), (8, 1)]),
@@ -74,7 +74,7 @@ def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, M, K, KB, POW2: tl.constexpr, BLO
     offsets = rows[:, None].to(tl.int64) * K + cols[None, :]
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     scale = _scale(tl.max(tl.abs(x), axis=1), POW2)
-    tl.store(q_ptr + offsets, _to_e4m3(x / scale[:, None], q_ptr.dtype.element_ty), mask=mask)
+    tl.store(q_ptr + offsets, _round_e4m3(x / scale[:, None]).to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + rows.to(tl.int64) * KB + tl.program_id(1), scale, mask=rows < M)
 
 
@@ -86,7 +86,7 @@ def _quantize_blocks_kernel(w_ptr, q_ptr, s_ptr, N, K, KB, POW2: tl.constexpr):
     offsets = rows[:, None].to(tl.int64) * K + cols[None, :]
     w = tl.load(w_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     scale = _scale(tl.max(tl.max(tl.abs(w), axis=1), axis=0), POW2)
-    tl.store(q_ptr + offsets, _to_e4m3(w / scale, q_ptr.dtype.element_ty), mask=mask)
+    tl.store(q_ptr + offsets, _round_e4m3(w / scale).to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + tl.program_id(0) * KB + tl.program_id(1), scale)
 
 

@@ -202,3 +202,16 @@ def test_fp8_checkpoint_problems_are_reported(tmp_path):
     tensors["a.weight_scale_inv"] = torch.ones(2, 1)
     with pytest.raises(ValueError, match=r"needs \(1, 1\)"):
         fp8.dequantize_checkpoint(tensors, "ckpt")
+
+
+def test_trainer_loads_v3_in_fp8_and_refuses_other_models(tmp_path):
+    from actors.trainer import load_causal_lm
+
+    _tiny().save_pretrained(tmp_path / "v3")
+    model = load_causal_lm(str(tmp_path / "v3"), torch.float32, fp8=True)
+    assert model.fp8_recipe == FP8Recipe() and isinstance(model.model.layers[0].mlp.down_proj, FP8Linear)
+    assert load_causal_lm(str(tmp_path / "v3"), torch.float32).fp8_recipe is None
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    with pytest.raises(ValueError, match="fp8: true needs our DeepSeek-V3"):
+        load_causal_lm(str(tmp_path / "qwen"), torch.float32, fp8=True)
