@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 RL_PHASES = ("generate", "reward", "logprob", "train", "sync", "overhead")
 BETWEEN_STEPS = "between steps (dev eval, checkpoints)"
 DEV_EVAL = "dev eval (early stopping)"
-OUTSIDE_LOOP = "outside the step loop (setup, save, final eval)"
+REST = "rest of the stage (actors, loading, saving, final eval)"
 PHASE_COLORS = {"generate": "#4c72b0", "reward": "#dd8452", "logprob": "#8172b3", "train": "#55a868",
                 "sync": "#c44e52", "overhead": "#937860", BETWEEN_STEPS: "#da8bc3", DEV_EVAL: "#f0b6dd",
-                OUTSIDE_LOOP: "#b0b0b0"}
+                REST: "#b0b0b0"}
 
 
 @dataclass
@@ -147,7 +147,8 @@ def time_breakdown(stage: Stage) -> dict[str, float]:
     RL: the per-step phase timings summed over steps; what happened between steps (dev evaluations,
     checkpoints) from the records' wall-clock stamps; the rest of the stage (spawning actors, loading, the
     final save and eval) as one segment. SFT: train steps, early-stopping evaluations (the gap between a
-    step's record and its dev record) and the rest. Other kinds: the whole stage as one segment."""
+    step's record and its dev record) and the rest. A stage whose metrics carry ``seconds`` by phase
+    (rejection sampling: generate, reward): those and the rest. Otherwise the whole stage as one segment."""
     seconds = stage.seconds
     if stage.kind == "rl" and stage.rows("step_s"):
         steps = stage.rows("step_s")
@@ -163,10 +164,12 @@ def time_breakdown(stage: Stage) -> dict[str, float]:
         dev = sum(max(0.0, _num(r.get("time")) - loss_time[r["step"]]) for r in stage.rows("dev_pass@1")
                   if _num(r.get("time")) is not None and loss_time.get(r["step"]) is not None)
         parts, inside = {"train": loop - dev, DEV_EVAL: dev}, loop
+    elif phases := {str(k): _num(v) for k, v in _dict(stage.metrics.get("seconds")).items() if _num(v) is not None}:
+        parts, inside = phases, sum(phases.values())
     else:
         return {f"{stage.kind} (whole stage)": seconds} if seconds else {}
     if seconds is not None:
-        parts[OUTSIDE_LOOP] = seconds - inside
+        parts[REST] = seconds - inside
     return {k: round(v, 3) for k, v in parts.items() if v > 0.0005}
 
 
@@ -344,7 +347,7 @@ def _fig_time(rows: list[tuple[Stage, dict[str, float]]]) -> str:
     for _, parts in rows:
         phases += [p for p in parts if p not in phases]
     canonical = list(PHASE_COLORS)
-    phases.sort(key=lambda p: (p == OUTSIDE_LOOP, canonical.index(p) if p in canonical else len(canonical)))
+    phases.sort(key=lambda p: (p == REST, canonical.index(p) if p in canonical else len(canonical)))
     fig = Figure(figsize=(10, 1.6 + 0.5 * len(rows)), layout="constrained")
     ax = fig.add_subplot()
     y = list(range(len(rows)))
@@ -464,7 +467,8 @@ def _time_section(stages: list[Stage]) -> str:
         return _note("No stage has recorded its time yet.")
     return _img(_fig_time(rows), "time per stage by phase") + _note(
         "RL phases are the per-step timings summed over steps; 'between steps' and SFT's dev-eval time come "
-        "from the metrics' wall-clock stamps; the rest of a stage's recorded seconds is 'outside the step loop'.")
+        "from the metrics' wall-clock stamps; rejection sampling's phases are its own timings; what is left of "
+        "a stage's recorded seconds is 'rest of the stage'.")
 
 
 def _filter_section(stages: list[Stage]) -> str:
@@ -482,8 +486,9 @@ def _table(stages: list[Stage]) -> str:
     rows = []
     for s in stages:
         cons = "<br>".join(f"{_e(k)} {_fmt(s.eval[k])}" for k in cons_keys(s))
-        domains = "<br>".join(f"{_e(d)} {_fmt(_dict(v).get('pass@1'))}"
-                              for d, v in _dict(s.eval.get("per_domain")).items())
+        domains = "<br>".join(f"{_e(d)} {_fmt(_dict(v).get('pass@1'))}" + "".join(
+            f" · {_e(k)} {_fmt(c)}" for k, c in _dict(v).items() if k.startswith("cons@") and _num(c) is not None)
+            for d, v in _dict(s.eval.get("per_domain")).items())
         artifacts = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>" for k, v in s.artifacts.items())
         cells = [_e(s.name), _e(s.kind), f'<span class="{_e(s.status.replace(" ", "-"))}">{_e(s.status)}</span>',
                  _fmt(s.seconds, 1), _fmt(pass_at_1(s)), cons, _fmt(s.eval.get("mean_response_tokens"), 1),

@@ -91,10 +91,11 @@ def run_dir(tmp_path_factory) -> Path:
         _stage("reasoning_rl", "rl", "succeeded", 90.0,
                {"dev_curve": [{"step": s, "dev_pass@1": 0.1 * s} for s in (0, 2, 4)]},
                {"pass@1": 0.3, "cons@4": 0.4, "mean_response_tokens": 44.25}, {"checkpoint": "reasoning_rl/ckpt"}),
-        _stage("rs", "rejection_sampling", "succeeded", 50.0, {"filter_report": FILTER}, {},
+        _stage("rs", "rejection_sampling", "succeeded", 50.0,
+               {"filter_report": FILTER, "seconds": {"generate": 20.0, "reward": 5.0}}, {},
                {"data": "rs/data.jsonl"}),
         _stage("rs_sft", "sft", "succeeded", 40.0, {}, {"pass@1": 0.35, "per_domain": {
-            "code": {"pass@1": 0.3, "samples": 10}, "math": {"pass@1": 0.4, "samples": 10}}}),
+            "code": {"pass@1": 0.3, "problems": 10}, "math": {"pass@1": 0.4, "problems": 10, "cons@4": 0.6}}}),
         _stage("all_rl", "rl", "succeeded", 70.0, {}, {"pass@1": 0.45, "cons@4": 0.5, "mean_response_tokens": 51.0}),
         _stage("final_eval", "eval", "failed", 12.5, error="Traceback (most recent call last):\n  ...\n"
                "RuntimeError: rollout worker died\n"),
@@ -145,7 +146,7 @@ def test_report_header_and_stage_table(report):
         "cold_start", "reasoning_rl", "rs", "rs_sft", "all_rl", "final_eval", "distill"]
     assert '<td class="num">90.0</td><td class="num">0.300</td><td>cons@4 0.400</td>' \
            '<td class="num">44.2</td>' in rows[2]
-    assert "code 0.300<br>math 0.400" in rows[4]
+    assert "code 0.300<br>math 0.400 · cons@4 0.600" in rows[4]
     assert "checkpoint: <code>cold_start/checkpoint</code>" in rows[1]
     assert '<span class="failed">failed</span>' in rows[6] and "12.5" in rows[6]
     assert '<span class="not-run">not run</span>' in rows[7]
@@ -163,12 +164,14 @@ def test_time_breakdown_adds_up_to_the_stage_seconds(run_dir):
     rl = time_breakdown(stages["reasoning_rl"])
     assert rl["generate"] == 8.0 and rl["train"] == 12.0 and rl["overhead"] == 4.0  # 4 steps
     assert rl["between steps (dev eval, checkpoints)"] == 8.0  # two 4 s dev evaluations
-    assert rl["outside the step loop (setup, save, final eval)"] == 90.0 - 32.0 - 8.0
+    assert rl["rest of the stage (actors, loading, saving, final eval)"] == 90.0 - 32.0 - 8.0
     assert sum(rl.values()) == pytest.approx(90.0)
     sft = time_breakdown(stages["cold_start"])
     assert sft == {"train": 6.0, "dev eval (early stopping)": 10.0,
-                   "outside the step loop (setup, save, final eval)": 44.0}
-    assert time_breakdown(stages["rs"]) == {"rejection_sampling (whole stage)": 50.0}
+                   "rest of the stage (actors, loading, saving, final eval)": 44.0}
+    assert time_breakdown(stages["rs"]) == {"generate": 20.0, "reward": 5.0,
+                                            "rest of the stage (actors, loading, saving, final eval)": 25.0}
+    assert time_breakdown(stages["final_eval"]) == {"eval (whole stage)": 12.5}
     assert time_breakdown(stages["distill"]) == {}
     # The torn line of the stage still writing is skipped, not fatal.
     assert [r["step"] for r in stages["all_rl"].rows("step_s")] == [1, 2, 3]
