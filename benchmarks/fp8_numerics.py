@@ -6,7 +6,8 @@ Needs a finished run of the tiny pipeline (its cold-start checkpoint, its random
     PYTHONPATH=. python benchmarks/fp8_numerics.py --run-dir runs/fp8_base
 
 1. The trained checkpoint loaded twice, `fp8=False` and `fp8=True`: mean teacher-forced loss on the assistant
-   tokens of held-out rows, and greedy pass@1 (our cached generation, graded by the `math` reward).
+   tokens of held-out rows (their reference worked solutions, regenerated from the synthetic split), and greedy
+   pass@1 on the same rows (our cached generation, graded by the `math` reward).
 2. SFT from the pipeline's random-init model with the pipeline's train settings for `--sft-steps` steps, fp32 and
    FP8, same seed and batches, through PolicyTrainer (DeepSpeed, one rank): both loss curves, plotted to
    benchmarks/figures/fp8_sft_loss.png.
@@ -27,6 +28,7 @@ from actors.model import DeepseekV3ForCausalLM
 from actors.trainer import PolicyTrainer, _free_port
 from orchestrator.data.chat import encode_prompt, encode_sft, pad_batch
 from orchestrator.data.loading import read_rows
+from orchestrator.data.synthetic import draw_split, generate_problem
 from orchestrator.stages.sft import _batches, _shard
 from orchestrator.yaml_errors import load_pipeline
 from rewards.registry import get_reward
@@ -60,11 +62,24 @@ def greedy_pass_at_1(model, tokenizer, rows: list[dict], max_tokens: int, batch:
     return correct / len(rows)
 
 
-def compare_checkpoint(checkpoint: Path, rows: list[dict], max_tokens: int) -> dict:
+def with_reference_responses(rows: list[dict], synthetic) -> list[dict]:
+    """Held-out synthetic rows keep no worked solution on disk; the same draws as their split give it back."""
+    found = {}
+
+    def draw(rng):
+        p = generate_problem(rng, synthetic.digits, tuple(synthetic.ops))
+        found[p.prompt] = p.response()
+        return {"prompt": p.prompt, "response": found[p.prompt]}
+
+    draw_split(synthetic.split, synthetic.size, synthetic.seed, draw, "reference responses")
+    return [{**row, "response": found[row["prompt"]]} for row in rows]
+
+
+def compare_checkpoint(checkpoint: Path, rows: list[dict], synthetic, max_tokens: int) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-    examples = [e for e in (encode_sft(tokenizer, r, 256) for r in rows) if e is not None]
+    examples = [encode_sft(tokenizer, r, 10_000) for r in with_reference_responses(rows, synthetic)]
     out = {}
     for mode in ("fp32", "fp8"):
         model = DeepseekV3ForCausalLM.from_pretrained(checkpoint, fp8=mode == "fp8").eval()
@@ -112,7 +127,7 @@ def plot(curves: dict, path: Path) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("SFT loss (assistant tokens)")
     ax.set_yscale("log")
-    ax.set_title("tiny DeepSeek-V3 SFT: fp32 vs block-wise FP8 (CPU, emulated)")
+    ax.set_title("tiny DeepSeek-V3 SFT, fp32 vs FP8 (CPU, emulated)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +150,10 @@ def main() -> None:
     spec = load_pipeline(args.run_dir / "pipeline.yaml")
     stage = next(s for s in spec.stages if s.name == args.stage)
     checkpoint = args.run_dir / stage.name / "checkpoint"
-    eval_rows = read_rows(args.run_dir / "datasets" / f"{stage.eval.data[0].name}.jsonl")[: args.eval_rows]
-    result = {"checkpoint": compare_checkpoint(checkpoint, eval_rows, args.max_tokens)}
+    eval_name = stage.eval.data[0].name
+    eval_rows = read_rows(args.run_dir / "datasets" / f"{eval_name}.jsonl")[: args.eval_rows]
+    result = {"checkpoint": compare_checkpoint(checkpoint, eval_rows, spec.datasets[eval_name].synthetic,
+                                               args.max_tokens)}
     if args.sft_steps:
         train = stage.train.model_dump()
         sft_rows = [r for ref in stage.data for r in read_rows(args.run_dir / "datasets" / f"{ref.name}.jsonl")]
