@@ -9,7 +9,7 @@ PROFILE  ?= cpu
 VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(PROFILE)
-PIPELINE ?= pipelines/tiny_sft.yaml
+PIPELINE ?= pipelines/tiny_r1.yaml
 RUN_DIR  ?= runs/$(basename $(notdir $(PIPELINE)))
 PYTEST_ARGS ?=
 

@@ -116,7 +116,7 @@ def test_a_dataset_from_another_run_needs_that_run_finished(tmp_path, monkeypatc
         load_pipeline(ROOT / "pipelines" / "tiny_distill.yaml")
 
 
-@pytest.mark.parametrize("name,gpus,cpus_at_least", [("r1_qwen2_7b", 16, 100), ("r1_deepseek_v3", 384, 3000)])
+@pytest.mark.parametrize("name,gpus,cpus_at_least", [("r1_qwen2_7b", 20, 100), ("r1_deepseek_v3", 400, 3000)])
 def test_full_scale_examples_plan_a_sensible_cluster(name, gpus, cpus_at_least):
     spec = load_pipeline(ROOT / "pipelines" / f"{name}.yaml")
     text = plan(spec)
