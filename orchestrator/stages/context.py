@@ -61,6 +61,16 @@ class StageContext:
                  for ds in spec.init.tokenizer.train_on for r in self.rows(Ref(name=ds)))
         return materialize(ref.name, spec.init, texts, self.run.root / "models" / ref.name)
 
+    def fp8(self, ref: Ref) -> bool:
+        """The ``fp8`` flag of the model a reference descends from (``{from: stage}`` follows the stages' models
+        back to a named model: a stage trains in the precision its lineage was declared with)."""
+        stages = {s.name: s for s in self._spec.stages}
+        seen: set[str] = set()
+        while ref.from_ is not None and ref.from_ not in seen:
+            seen.add(ref.from_)
+            ref = stages[ref.from_].model
+        return bool(ref.name is not None and self._spec.models[ref.name].fp8)
+
     @staticmethod
     @cache
     def tokenizer(path: Path):

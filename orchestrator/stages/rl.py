@@ -132,7 +132,8 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
         groups.append(rewards)
         info = trainers.call("setup", str(model_path), stage.train.model_dump(), optimizer_steps,
                              stage.train.micro_batch_size, 1,
-                             rl={"grpo": stage.grpo.model_dump(), "temperature": stage.sampling.temperature})[0]
+                             rl={"grpo": stage.grpo.model_dump(), "temperature": stage.sampling.temperature},
+                             fp8=ctx.fp8(stage.model))[0]
         rollout.call("load", str(model_path), 0)
         loop = _Loop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
                      supports_in_memory_sync(model_path))

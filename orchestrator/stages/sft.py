@@ -90,7 +90,7 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
     rollout: ActorGroup | None = None
     try:
         info = trainers.call("setup", str(model_path), train.model_dump(), steps, train.micro_batch_size,
-                             grad_accum)[0]
+                             grad_accum, fp8=ctx.fp8(stage.model))[0]
         stopper = None
         if stage.early_stopping is not None:
             rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)

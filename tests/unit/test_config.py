@@ -236,3 +236,24 @@ def test_model_fp8_flag_is_a_checked_boolean():
     assert not parse_pipeline(GOOD, "p.yaml").models["tiny"].fp8
     [msg] = problems(GOOD.replace("    init: {arch: qwen2", "    fp8: maybe\n    init: {arch: qwen2"))
     assert "models.tiny.fp8" in msg
+
+
+def test_stages_train_in_the_precision_of_their_model_lineage(tmp_path):
+    from orchestrator.report import RunDir
+    from orchestrator.stages.context import StageContext
+
+    spec = parse_pipeline(RS.replace("    init: {arch: qwen2, tokenizer: {train_on: [a]}}",
+                                     "    init: {arch: deepseek_v3, tokenizer: {train_on: [a]}}\n    fp8: true"))
+    ctx = StageContext(spec, RunDir(tmp_path, "p"), "sft2")
+    try:
+        by_name = {s.name: s for s in spec.stages}
+        assert ctx.fp8(by_name["s1"].model) and ctx.fp8(by_name["s3"].model)   # tiny, and {from: s1} -> tiny
+        assert ctx.fp8(by_name["sft2"].model)
+    finally:
+        ctx.close()
+    plain = parse_pipeline(RS)
+    ctx = StageContext(plain, RunDir(tmp_path / "b", "p"), "s3")
+    try:
+        assert not ctx.fp8(plain.stages[2].model)
+    finally:
+        ctx.close()
