@@ -41,7 +41,9 @@ def _check_smoke_summary(run_dir: Path) -> dict:
     assert set(final["per_domain"]) == {"math", "general"} and final["problems"] == 32 + 16
     _check_smoke_rs(run_dir, by_name["rs"])
     mixed = [json.loads(line) for line in (run_dir / "all_scenario_rl" / "metrics.jsonl").read_text().splitlines()]
-    assert all({"reward/math_mean", "reward/instruction_mean", "reward/language_mean"} <= r.keys() for r in mixed)
+    assert all("reward/language_mean" in r for r in mixed)          # applies to every domain
+    seen = set().union(*(r.keys() for r in mixed))                     # a step may draw one domain only
+    assert {"reward/math_mean", "reward/instruction_mean"} <= seen
     return summary
 
 
