@@ -16,213 +16,25 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from orchestrator.run_record import (BETWEEN_STEPS, DEV_EVAL, REST, Run, Stage, as_dict, number, cons_keys, dev_points,
+                                     filter_report, headline, load_run, pass_at_1, time_breakdown)
+
 log = logging.getLogger(__name__)
 
-RL_PHASES = ("generate", "reward", "logprob", "train", "sync", "overhead")
-BETWEEN_STEPS = "between steps (dev eval, checkpoints)"
-DEV_EVAL = "dev eval (early stopping)"
-REST = "rest of the stage (actors, loading, saving, final eval)"
 PHASE_COLORS = {"generate": "#4c72b0", "reward": "#dd8452", "logprob": "#8172b3", "train": "#55a868",
                 "sync": "#c44e52", "overhead": "#937860", BETWEEN_STEPS: "#da8bc3", DEV_EVAL: "#f0b6dd",
                 REST: "#b0b0b0"}
 
 
-@dataclass
-class Stage:
-    """One stage as the run directory records it; ``records`` are its metrics.jsonl lines."""
-
-    name: str
-    kind: str
-    status: str
-    seconds: float | None = None
-    metrics: dict = field(default_factory=dict)
-    eval: dict = field(default_factory=dict)
-    artifacts: dict = field(default_factory=dict)
-    error: str | None = None
-    records: list[dict] = field(default_factory=list)
-
-    def rows(self, key: str) -> list[dict]:
-        """Records with a step and a finite number under ``key``."""
-        return [r for r in self.records if _num(r.get("step")) is not None and _num(r.get(key)) is not None]
-
-
-@dataclass
-class Run:
-    pipeline: str
-    status: str
-    stages: list[Stage]
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def _num(x) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:  # the torn last line of a stage that is still writing
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
-def _dict(x) -> dict:
-    return x if isinstance(x, dict) else {}
-
-
-def _read_yaml(path: Path):
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _planned_stages(spec: dict) -> list[tuple[str, str]]:
-    """(name, kind) of the stages in the run's copy of its pipeline, in order."""
-    stages = spec.get("stages")
-    if not isinstance(stages, list):
-        return []
-    return [(str(s["name"]), str(s.get("kind", "?"))) for s in stages if isinstance(s, dict) and "name" in s]
-
-
-def load_run(run_dir: Path) -> Run:
-    """The run's stages in pipeline order: those the summary records, then any the pipeline names that never
-    ran (status ``not run``) or have no record yet."""
-    summary = _dict(_read_json(run_dir / "summary.json"))
-    spec = _dict(_read_yaml(run_dir / "pipeline.yaml"))
-    planned = _planned_stages(spec)
-    recorded = {str(s["name"]): s for s in summary.get("stages") or [] if isinstance(s, dict) and "name" in s}
-    kinds = dict(planned)
-    order = [n for n, _ in planned] + [n for n in recorded if n not in kinds]
-    status = str(summary.get("status") or "unknown")
-    stages = []
-    for name in order:
-        entry = recorded.get(name) or _dict(_read_json(run_dir / name / "status.json"))
-        sdir = run_dir / name
-        default = ("running" if status == "running" else "unfinished") if sdir.is_dir() else "not run"
-        stages.append(Stage(
-            name=name, kind=str(entry.get("kind") or kinds.get(name, "?")), status=str(entry.get("status") or default),
-            seconds=_num(entry.get("seconds")), metrics=_dict(entry.get("metrics")),
-            eval=_dict(entry.get("eval")) or _dict(_read_json(sdir / "eval.json")),
-            artifacts=_dict(entry.get("artifacts")), error=entry.get("error") or None,
-            records=_read_jsonl(sdir / "metrics.jsonl")))
-    name = summary.get("pipeline") or spec.get("name") or run_dir.name
-    return Run(pipeline=str(name), status=status, stages=stages)
-
-
-# ---------------------------------------------------------------------------------------------- derived numbers
-def time_breakdown(stage: Stage) -> dict[str, float]:
-    """Seconds of a stage by phase; the phases add up to the stage's recorded seconds.
-
-    RL: the per-step phase timings summed over steps; what happened between steps (dev evaluations,
-    checkpoints) from the records' wall-clock stamps; the rest of the stage (spawning actors, loading, the
-    final save and eval) as one segment. SFT: train steps, early-stopping evaluations (the gap between a
-    step's record and its dev record) and the rest. A stage whose metrics carry ``seconds`` by phase
-    (rejection sampling: generate, reward): those and the rest. Otherwise the whole stage as one segment."""
-    seconds = stage.seconds
-    if stage.kind == "rl" and stage.rows("step_s"):
-        steps = stage.rows("step_s")
-        parts = {p: sum(_num(r.get(f"{p}_s")) or 0.0 for r in steps) for p in RL_PHASES}
-        in_steps = sum(_num(r["step_s"]) for r in steps)
-        loop = _loop_seconds(steps, steps)
-        if loop is not None:
-            parts[BETWEEN_STEPS] = loop - in_steps
-        inside = in_steps if loop is None else max(loop, in_steps)
-    elif stage.kind == "sft" and _loop_seconds(stage.rows("loss"), stage.records) is not None:
-        loop = _loop_seconds(stage.rows("loss"), stage.records)
-        loss_time = {r["step"]: _num(r.get("time")) for r in stage.rows("loss")}
-        dev = sum(max(0.0, _num(r.get("time")) - loss_time[r["step"]]) for r in stage.rows("dev_pass@1")
-                  if _num(r.get("time")) is not None and loss_time.get(r["step"]) is not None)
-        parts, inside = {"train": loop - dev, DEV_EVAL: dev}, loop
-    elif phases := {str(k): _num(v) for k, v in _dict(stage.metrics.get("seconds")).items() if _num(v) is not None}:
-        parts, inside = phases, sum(phases.values())
-    else:
-        return {f"{stage.kind} (whole stage)": seconds} if seconds else {}
-    if seconds is not None:
-        parts[REST] = seconds - inside
-    return {k: round(v, 3) for k, v in parts.items() if v > 0.0005}
-
-
-def _loop_seconds(timed: list[dict], records: list[dict]) -> float | None:
-    """Wall seconds from the loop's start (a record's stamp less its ``elapsed_s``; the smallest such, since
-    a dev evaluation can sit between the two) to the last record's stamp."""
-    starts = [_num(r.get("time")) - _num(r.get("elapsed_s")) for r in timed
-              if _num(r.get("time")) is not None and _num(r.get("elapsed_s")) is not None]
-    ends = [_num(r.get("time")) for r in records if _num(r.get("time")) is not None]
-    return max(0.0, max(ends) - min(starts)) if starts and ends else None
-
-
-def pass_at_1(stage: Stage) -> float | None:
-    return _num(stage.eval.get("pass@1"))
-
-
-def cons_keys(stage: Stage) -> list[str]:
-    return sorted((k for k in stage.eval if k.startswith("cons@") and _num(stage.eval[k]) is not None),
-                  key=lambda k: (len(k), k))
-
-
-def headline(run: Run) -> dict:
-    """Total seconds, the last succeeded stage with a pass@1 ("final"), the first SFT stage with one
-    ("baseline") and the gain between them."""
-    scored = [s for s in run.stages if s.status == "succeeded" and pass_at_1(s) is not None]
-    sft = [s for s in scored if s.kind == "sft"]
-    final, base = (scored[-1] if scored else None), (sft[0] if sft else None)
-    out = {"seconds": sum(s.seconds or 0.0 for s in run.stages), "final": final, "baseline": base, "gain": None}
-    if final is not None and base is not None and final is not base:
-        out["gain"] = pass_at_1(final) - pass_at_1(base)
-    return out
-
-
-def dev_points(stage: Stage) -> list[tuple[float, float]]:
-    """Held-out pass@1 by step: the stage summary's curve (RL's includes step 0), else the metrics records."""
-    curve = stage.metrics.get("dev_curve") or stage.metrics.get("early_stopping")
-    points = []
-    if isinstance(curve, list):
-        for p in curve:
-            p = _dict(p)
-            x, y = _num(p.get("step")), _num(p.get("dev_pass@1", p.get("pass@1")))
-            if x is not None and y is not None:
-                points.append((x, y))
-    return points or [(r["step"], r["dev_pass@1"]) for r in stage.rows("dev_pass@1")]
-
-
-def filter_report(stage: Stage) -> dict | None:
-    """A rejection-sampling stage's ``filter_report`` (candidates, kept, dropped by reason, mixed_in)."""
-    report = _dict(stage.metrics.get("filter_report"))
-    return report or None
-
-
-# ---------------------------------------------------------------------------------------------- figures
 def _png(fig: Figure) -> str:
     FigureCanvasAgg(fig)  # Agg on this figure only: no pyplot, no process-wide backend switch
     fig.draw_without_rendering()  # constrained layout settles twin axes only on a second pass
@@ -242,7 +54,7 @@ def _grid(n: int, width: float = 5.4, height: float = 3.6, max_cols: int = 3) ->
 
 
 def _xy(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    rows = [r for r in rows if _num(r.get(key)) is not None]
+    rows = [r for r in rows if number(r.get(key)) is not None]
     return [r["step"] for r in rows], [r[key] for r in rows]
 
 
@@ -303,7 +115,7 @@ def _plot_sft(ax, stage: Stage) -> None:
         right = ax.twinx()
         dx, dy = zip(*dev)
         right.plot(dx, dy, color="C3", ls=":", marker="D", ms=5, label="dev pass@1")
-        best = _num(stage.metrics.get("best_step"))
+        best = number(stage.metrics.get("best_step"))
         if best is not None and best in dx:
             right.plot([best], [dy[dx.index(best)]], ls="", marker="*", ms=15, color="gold", mec="black",
                        label="kept checkpoint")
@@ -328,7 +140,7 @@ def _fig_eval(stages: list[Stage]) -> str:
     width = 0.8 / len(keys)
     top = 0.0
     for j, key in enumerate(keys):
-        idx = [i for i, s in enumerate(stages) if _num(s.eval.get(key)) is not None]
+        idx = [i for i, s in enumerate(stages) if number(s.eval.get(key)) is not None]
         values = [stages[i].eval[key] for i in idx]
         bars = ax.bar([i + (j - (len(keys) - 1) / 2) * width for i in idx], values, width * 0.95, label=key,
                       color=f"C{j}")
@@ -372,7 +184,7 @@ def _fig_filter(panels: list[tuple[Stage, dict]]) -> str:
     bars = [_filter_bars(report) for _, report in panels]
     fig, axes = _grid(len(panels), width=7.0, height=1.4 + 0.38 * max(len(b) for b in bars), max_cols=2)
     for ax, (stage, report), items in zip(axes, panels, bars):
-        candidates = _num(report.get("candidates"))
+        candidates = number(report.get("candidates"))
         y = list(range(len(items)))
         ax.barh(y, [n for _, n, _ in items], color=[c for _, _, c in items], height=0.65)
         for yi, (label, n, _) in zip(y, items):
@@ -381,7 +193,7 @@ def _fig_filter(panels: list[tuple[Stage, dict]]) -> str:
         ax.set_yticks(y, [label for label, _, _ in items], fontsize=9)
         ax.invert_yaxis()
         ax.set_xlim(0, max([n for _, n, _ in items] + [1]) * 1.25)
-        kept = _num(report.get("kept"))
+        kept = number(report.get("kept"))
         title = f"{stage.name}: {int(kept or 0):,} of {int(candidates):,} candidates kept" if candidates \
             else f"{stage.name}"
         ax.set(title=title, xlabel="samples")
@@ -391,12 +203,12 @@ def _fig_filter(panels: list[tuple[Stage, dict]]) -> str:
 
 def _filter_bars(report: dict) -> list[tuple[str, float, str]]:
     items = []
-    if _num(report.get("kept")) is not None:
+    if number(report.get("kept")) is not None:
         items.append(("kept", report["kept"], "#55a868"))
-    dropped = sorted(((str(k), _num(v)) for k, v in _dict(report.get("dropped")).items() if _num(v) is not None),
+    dropped = sorted(((str(k), number(v)) for k, v in as_dict(report.get("dropped")).items() if number(v) is not None),
                      key=lambda kv: -kv[1])
     items += [(f"dropped: {reason}", n, "#c44e52") for reason, n in dropped]
-    if _num(report.get("mixed_in")) is not None:
+    if number(report.get("mixed_in")) is not None:
         items.append(("mixed in", report["mixed_in"], "#4c72b0"))
     return items
 
@@ -442,7 +254,7 @@ def _duration(seconds: float) -> str:
 
 
 def _fmt(x, digits: int = 3) -> str:
-    value = _num(x)
+    value = number(x)
     return "" if value is None else f"{value:.{digits}f}"
 
 
@@ -486,9 +298,9 @@ def _table(stages: list[Stage]) -> str:
     rows = []
     for s in stages:
         cons = "<br>".join(f"{_e(k)} {_fmt(s.eval[k])}" for k in cons_keys(s))
-        domains = "<br>".join(f"{_e(d)} {_fmt(_dict(v).get('pass@1'))}" + "".join(
-            f" · {_e(k)} {_fmt(c)}" for k, c in _dict(v).items() if k.startswith("cons@") and _num(c) is not None)
-            for d, v in _dict(s.eval.get("per_domain")).items())
+        domains = "<br>".join(f"{_e(d)} {_fmt(as_dict(v).get('pass@1'))}" + "".join(
+            f" · {_e(k)} {_fmt(c)}" for k, c in as_dict(v).items() if k.startswith("cons@") and number(c) is not None)
+            for d, v in as_dict(s.eval.get("per_domain")).items())
         artifacts = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>" for k, v in s.artifacts.items())
         cells = [_e(s.name), _e(s.kind), f'<span class="{_e(s.status.replace(" ", "-"))}">{_e(s.status)}</span>',
                  _fmt(s.seconds, 1), _fmt(pass_at_1(s)), cons, _fmt(s.eval.get("mean_response_tokens"), 1),
