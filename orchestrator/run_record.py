@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ RL_PHASES = ("generate", "reward", "logprob", "train", "sync", "overhead")
 BETWEEN_STEPS = "between steps (dev eval, checkpoints)"
 DEV_EVAL = "dev eval (early stopping)"
 REST = "rest of the stage (actors, loading, saving, final eval)"
+
 
 @dataclass
 class Stage:
@@ -39,6 +39,7 @@ class Stage:
         """Records with a step and a finite number under ``key``."""
         return [r for r in self.records if number(r.get("step")) is not None and number(r.get(key)) is not None]
 
+
 @dataclass
 class Run:
     pipeline: str
@@ -51,11 +52,13 @@ def number(x) -> float | None:
         return None
     return float(x)
 
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
 
 def _read_jsonl(path: Path) -> list[dict]:
     try:
@@ -72,8 +75,10 @@ def _read_jsonl(path: Path) -> list[dict]:
             out.append(record)
     return out
 
+
 def as_dict(x) -> dict:
     return x if isinstance(x, dict) else {}
+
 
 def _read_yaml(path: Path):
     try:
@@ -81,12 +86,14 @@ def _read_yaml(path: Path):
     except (OSError, yaml.YAMLError):
         return None
 
+
 def _planned_stages(spec: dict) -> list[tuple[str, str]]:
     """(name, kind) of the stages in the run's copy of its pipeline, in order."""
     stages = spec.get("stages")
     if not isinstance(stages, list):
         return []
     return [(str(s["name"]), str(s.get("kind", "?"))) for s in stages if isinstance(s, dict) and "name" in s]
+
 
 def load_run(run_dir: Path) -> Run:
     """The run's stages in pipeline order: those the summary records, then any the pipeline names that never
@@ -144,6 +151,7 @@ def time_breakdown(stage: Stage) -> dict[str, float]:
         parts[REST] = seconds - inside
     return {k: round(v, 3) for k, v in parts.items() if v > 0.0005}
 
+
 def _loop_seconds(timed: list[dict], records: list[dict]) -> float | None:
     """Wall seconds from the loop's start (a record's stamp less its ``elapsed_s``; the smallest such, since
     a dev evaluation can sit between the two) to the last record's stamp."""
@@ -152,12 +160,15 @@ def _loop_seconds(timed: list[dict], records: list[dict]) -> float | None:
     ends = [number(r.get("time")) for r in records if number(r.get("time")) is not None]
     return max(0.0, max(ends) - min(starts)) if starts and ends else None
 
+
 def pass_at_1(stage: Stage) -> float | None:
     return number(stage.eval.get("pass@1"))
+
 
 def cons_keys(stage: Stage) -> list[str]:
     return sorted((k for k in stage.eval if k.startswith("cons@") and number(stage.eval[k]) is not None),
                   key=lambda k: (len(k), k))
+
 
 def headline(run: Run) -> dict:
     """Total seconds, the last succeeded stage with a pass@1 ("final"), the first SFT stage with one
@@ -170,6 +181,7 @@ def headline(run: Run) -> dict:
         out["gain"] = pass_at_1(final) - pass_at_1(base)
     return out
 
+
 def dev_points(stage: Stage) -> list[tuple[float, float]]:
     """Held-out pass@1 by step: the stage summary's curve (RL's includes step 0), else the metrics records."""
     curve = stage.metrics.get("dev_curve") or stage.metrics.get("early_stopping")
@@ -181,6 +193,7 @@ def dev_points(stage: Stage) -> list[tuple[float, float]]:
             if x is not None and y is not None:
                 points.append((x, y))
     return points or [(r["step"], r["dev_pass@1"]) for r in stage.rows("dev_pass@1")]
+
 
 def filter_report(stage: Stage) -> dict | None:
     """A rejection-sampling stage's ``filter_report`` (candidates, kept, dropped by reason, mixed_in)."""
