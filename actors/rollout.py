@@ -154,6 +154,31 @@ class RolloutWorker:
         return {"version": version, "buckets": self._sync_buckets,
                 "seconds": time.perf_counter() - self._sync_started}
 
+    # ------------------------------------------------------------------ NCCL weight sync (actors/weight_sync_nccl.py)
+    def engine_world_size(self) -> int:
+        """This engine's GPU workers (tensor x pipeline parallel): its members in the NCCL weight-sync group."""
+        return self.llm.get_world_size(include_dp=False)
+
+    def init_nccl_sync(self, init_info: dict) -> None:
+        """Join trainer rank 0's NCCL weight-sync group (vLLM's ``init_weight_transfer_engine``); returns once every
+        member has joined. The engine must have been built with ``actors.weight_sync_nccl.ENGINE_ARGS``."""
+        if self.llm is None:
+            raise RuntimeError("RolloutWorker.init_nccl_sync called before load(): no engine to join the group.")
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def update_weights_nccl(self, update_info: dict, version: int) -> dict:
+        """Receive a whole weight update over NCCL while trainer rank 0 sends it, finalise it and adopt
+        ``version``. ``update_info``: the stage's ``WeightPlan.update_info()``."""
+        self._refuse_during_sync("update_weights_nccl")
+        t0 = time.perf_counter()
+        self.syncing_version = version  # stays set if the transfer fails: the weights are half-loaded
+        self.llm.start_weight_update()
+        self.llm.update_weights({"update_info": update_info})
+        self.llm.finish_weight_update(weight_version=str(version))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.version, self.syncing_version = version, None
+        return {"version": version, "seconds": time.perf_counter() - t0}
+
     def _refuse_during_sync(self, what: str) -> None:
         if self.syncing_version is not None:
             raise RuntimeError(f"RolloutWorker.{what} called while a weight sync to version {self.syncing_version} "

@@ -73,6 +73,7 @@ class PolicyTrainer:
             torch.set_num_threads(threads)
         self.engine = None
         self.step = 0
+        self.nccl_sender = None  # this stage's NCCL weight-sync group, on rank 0 (actors/weight_sync_nccl.py)
 
     # ------------------------------------------------------------------ wiring
     def address(self) -> tuple[str, int]:
@@ -299,18 +300,44 @@ class PolicyTrainer:
 
         from actors.weight_sync import buckets_of
 
-        state = self._full_state_dict()
-        if self.rank != 0:
+        state = self._hf_state()
+        if state is None:
             return []
-        module = self.engine.module
-        if self.is_v3:
-            # What save_pretrained writes (names, and the FP8 recipe's export format), so vLLM receives what it
-            # would read from disk.
-            from actors.model.checkpoint import export_state
-
-            state, _ = export_state(module, state)
         # A list of refs is returned as refs: the driver forwards them without pulling the tensors itself.
         return [ray.put(bucket) for bucket in buckets_of(state.items(), bucket_mb)]
+
+    def init_nccl_sync(self, master_address: str, master_port: int, world_size: int, buffer_bytes: int):
+        """Rank 0 opens the stage's NCCL weight-sync group with the rollout engines' workers and returns its
+        ``WeightPlan``; other ranks only take part in the gather and return None. Every rank must call this.
+        Contract: actors/weight_sync_nccl.py."""
+        from actors.weight_sync_nccl import NcclSender, WeightPlan
+
+        state = self._hf_state()
+        if state is None:
+            return None
+        plan = WeightPlan.of(state.items())
+        self.nccl_sender = NcclSender(plan, master_address, master_port, world_size, buffer_bytes)
+        return plan
+
+    def send_weights_nccl(self, version: int) -> dict | None:
+        """Broadcast the current weights over the NCCL group (rank 0; other ranks join the gather and return None).
+        Every rank must call this, while the engines receive. Contract: actors/weight_sync_nccl.py."""
+        if self.rank == 0 and self.nccl_sender is None:
+            raise RuntimeError("PolicyTrainer.send_weights_nccl called before init_nccl_sync: no NCCL group.")
+        state = self._hf_state()
+        return None if state is None else self.nccl_sender.send(state.items(), version)
+
+    def _hf_state(self) -> dict | None:
+        """The weights under their Hugging Face names on rank 0, None elsewhere: what save_pretrained writes (names,
+        and the FP8 recipe's export format), so vLLM receives what it would read from disk. A collective (ZeRO-3)."""
+        state = self._full_state_dict()
+        if self.rank != 0:
+            return None
+        if self.is_v3:
+            from actors.model.checkpoint import export_state
+
+            state, _ = export_state(self.engine.module, state)
+        return state
 
     def _full_state_dict(self) -> dict:
         """The whole model's state on rank 0 (ZeRO-3 gathers the shards: a collective every rank joins)."""

@@ -262,6 +262,10 @@ class RLStage(Section):
     reward_deadline_s: float = Field(30.0, gt=0, description="hard wall-clock limit per sample")
     sync_every: int = Field(1, ge=1, description="push weights to the rollout workers every k optimizer steps")
     sync_bucket_mb: float = Field(64.0, gt=0)
+    weight_sync: Literal["auto", "object_store", "nccl", "checkpoint"] = Field(
+        "auto", description="how new weights reach the rollout engines: auto picks nccl when trainers and rollout "
+                            "workers have GPUs, else object_store where vLLM updates the model exactly, else "
+                            "checkpoint (see actors/weight_sync.py, actors/weight_sync_nccl.py)")
     checkpoint_every: int | None = Field(None, ge=1, description="HF checkpoint + trainer state every k steps")
     dev_eval: PeriodicEval | None = None
     eval: EvalSpec | None = None
@@ -455,9 +459,26 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
                     check(refs, loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
         if stage.get("kind") == "sft":  # RL batches are sized by prompts_per_step x grpo.n, split as they come
             problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
+        if stage.get("kind") == "rl" and stage.get("weight_sync") == "nccl":
+            roles = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
+            gpus = [r.get("gpus", 0) if isinstance(r := roles.get(role), dict) else 0
+                    for role in ("trainer", "rollout")]
+            problem = nccl_gpu_problem(*gpus)
+            if problem:
+                problems.append((loc + ("weight_sync",), problem))
         if isinstance(stage.get("name"), str):
             kinds[stage["name"]] = str(stage.get("kind"))
     return problems
+
+
+def nccl_gpu_problem(trainer_gpus: Any, rollout_gpus: Any) -> str | None:
+    """Why ``weight_sync: nccl`` cannot run on this cluster (a sentence), or None when it can."""
+    # Whole GPUs: NCCL cannot have two members of one group on the same device.
+    if all(isinstance(g, (int, float)) and g >= 1 for g in (trainer_gpus, rollout_gpus)):
+        return None
+    return (f"nccl moves weights GPU to GPU, so every trainer and rollout worker needs a whole GPU of its own "
+            f"(cluster.trainer.gpus={trainer_gpus}, cluster.rollout.gpus={rollout_gpus}); without them use auto, "
+            "object_store or checkpoint")
 
 
 def _check_batch(train: Any, loc: Loc, cluster: Any) -> list[tuple[Loc, str]]:

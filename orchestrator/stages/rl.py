@@ -33,11 +33,13 @@ from tqdm import tqdm
 
 from actors.types import Rollout, SamplingSpec
 from actors.weight_sync import in_memory_sync_problem, sync_weights
+from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
+from actors.weight_sync_nccl import WeightPlan, init_nccl_sync, nccl_available, sync_weights_nccl
 from orchestrator.algorithms.grpo import compute_advantages
 from orchestrator.algorithms.packing import TrainSequence, shard, unshard
 from orchestrator.algorithms.sampling import filter_groups, refill, select_groups, split_minibatches
 from orchestrator.cluster import ActorGroup, spawn_rewards, spawn_rollout, spawn_trainers
-from orchestrator.config import RLStage
+from orchestrator.config import ClusterSpec, RLStage, nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.eval import evaluate
@@ -121,11 +123,13 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
     log.info("%s: %d prompts, %d steps of %d prompts x %d samples, %d optimizer step(s) each, %d trainer rank(s)",
              stage.name, len(prompts), stage.steps, stage.prompts_per_step, stage.grpo.n, stage.grpo.mini_batches,
              world)
+    sync_mode = choose_weight_sync(stage, ctx.cluster, json.loads((Path(model_path) / "config.json").read_text()))
     groups: list[ActorGroup] = []
     try:
         trainers = spawn_trainers(ctx.cluster.trainer, ctx.cluster)
         groups.append(trainers)
-        rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
+        engine = {**ctx.engine, **NCCL_ENGINE_ARGS} if sync_mode == "nccl" else ctx.engine
+        rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, engine)
         groups.append(rollout)
         rewards = spawn_rewards(ctx.cluster.reward, ctx.cluster, [r.model_dump() for r in stage.rewards],
                                 stage.reward_deadline_s)
@@ -135,8 +139,10 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
                              rl={"grpo": stage.grpo.model_dump(), "temperature": stage.sampling.temperature},
                              fp8=ctx.fp8(stage.model))[0]
         rollout.call("load", str(model_path), 0)
+        # Once per stage, after the engines have loaded: vLLM attaches its NCCL receiver to the loaded model.
+        nccl_plan = init_nccl_sync(trainers, rollout, stage.sync_bucket_mb) if sync_mode == "nccl" else None
         loop = _Loop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
-                     supports_in_memory_sync(model_path))
+                     sync_mode, nccl_plan)
         summary = loop.run()
         final = ctx.dir / "checkpoint"
         trainers.call("save_hf", str(final))
@@ -174,6 +180,34 @@ def _prompt_rows(stage: RLStage, ctx: StageContext, tokenizer) -> list[dict]:
     return kept
 
 
+def choose_weight_sync(stage: RLStage, cluster: ClusterSpec, model_config: dict,
+                       nccl_importable=nccl_available) -> str:
+    """The stage's ``weight_sync`` resolved to "nccl", "object_store" or "checkpoint". ``auto``: NCCL when trainers
+    and rollout workers have GPUs and vLLM's NCCL engine imports, else the object store where vLLM updates this model
+    in place exactly (``model_config``: its config.json), else a checkpoint on disk."""
+    where = f"Stage {stage.name!r}: "
+    gpu_problem = nccl_gpu_problem(cluster.trainer.gpus, cluster.rollout.gpus)
+    if stage.weight_sync == "nccl":
+        if gpu_problem:
+            raise ValueError(where + "weight_sync: " + gpu_problem + ".")
+        if not nccl_importable():
+            raise ValueError(where + "weight_sync: nccl needs vLLM's NCCL weight-transfer engine (vLLM 0.32 or later, "
+                             "vllm.distributed.weight_transfer), which does not import here. Install it or choose "
+                             "weight_sync: object_store or checkpoint.")
+        return "nccl"
+    if stage.weight_sync == "auto" and gpu_problem is None and nccl_importable():
+        return "nccl"
+    if stage.weight_sync == "checkpoint":
+        return "checkpoint"
+    problem = in_memory_sync_problem(model_config)
+    if problem is None:
+        return "object_store"
+    if stage.weight_sync == "object_store":
+        raise ValueError(where + f"weight_sync: object_store cannot update {problem} Choose weight_sync: checkpoint "
+                         "(or auto).")
+    return "checkpoint"
+
+
 def supports_in_memory_sync(model_path: Path) -> bool:
     """Whether vLLM can take this model's weights in place exactly (see actors/weight_sync.py); otherwise the
     stage syncs through a checkpoint on disk."""
@@ -182,14 +216,15 @@ def supports_in_memory_sync(model_path: Path) -> bool:
 
 class _Loop:
     def __init__(self, stage: RLStage, ctx: StageContext, trainers: ActorGroup, rollout: ActorGroup,
-                 rewards: ActorGroup, tokenizer, sampler: PromptSampler, in_memory_sync: bool):
+                 rewards: ActorGroup, tokenizer, sampler: PromptSampler, sync_mode: str,
+                 nccl_plan: WeightPlan | None = None):
         self.stage, self.ctx, self.spec = stage, ctx, stage.grpo
         self.trainers, self.rollout, self.rewards = trainers, rollout, rewards
         self.tokenizer, self.sampler = tokenizer, sampler
         self.version = 0          # optimizer steps taken = the trainer's policy version
         self.served_version = 0   # the version the rollout workers serve
         self.trained_tokens = 0   # prompt + response tokens in the last step's batch
-        self.sync_mode = "in_memory" if in_memory_sync else "checkpoint"
+        self.sync_mode, self.nccl_plan = sync_mode, nccl_plan  # choose_weight_sync; init_nccl_sync's plan
         self.sampling = SamplingSpec(n=stage.grpo.n, temperature=stage.sampling.temperature,
                                      top_p=stage.sampling.top_p, max_tokens=stage.sampling.max_tokens,
                                      seed=None, logprobs=True, stop_token_ids=[tokenizer.eos_token_id])
@@ -326,7 +361,9 @@ class _Loop:
         return results
 
     def _sync(self) -> None:
-        if self.sync_mode == "in_memory":
+        if self.sync_mode == "nccl":
+            sync_weights_nccl(self.trainers, self.rollout, self.version, self.nccl_plan)
+        elif self.sync_mode == "object_store":
             sync_weights(self.trainers, self.rollout, self.version, self.stage.sync_bucket_mb)
         else:
             path = self.ctx.dir / "sync"

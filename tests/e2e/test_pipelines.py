@@ -74,7 +74,7 @@ def _check_smoke_rl(run_dir: Path) -> None:
         assert r["policy_version_lag"] == 0.0 and "kl" in r and "entropy" in r and "clip_frac" in r
         assert {"reward/math_mean", "reward/format_mean", "drawn_pass_rate"} <= r.keys()  # dynamic sampling on
     metrics = json.loads((run_dir / "reasoning_rl" / "status.json").read_text())["metrics"]
-    assert metrics["weight_sync"] == "in_memory" and [d["step"] for d in metrics["dev_curve"]] == [0, 2, 3]
+    assert metrics["weight_sync"] == "object_store" and [d["step"] for d in metrics["dev_curve"]] == [0, 2, 3]
     step2 = run_dir / "reasoning_rl" / "checkpoints" / "step-2"
     assert (step2 / "hf" / "model.safetensors").exists() and (step2 / "trainer").is_dir()
     assert json.loads((step2 / "progress.json").read_text())["step"] == 2

@@ -185,6 +185,18 @@ def test_rl_stage_mistakes_name_their_line():
     assert msg.startswith("p.yaml:28: stages[2].dev_eval.data: unknown dataset 'nope'")
 
 
+def test_nccl_weight_sync_needs_gpus_on_both_sides():
+    nccl = RL.replace("    steps: 5\n", "    steps: 5\n    weight_sync: nccl\n")
+    [msg] = problems(nccl)
+    assert msg.startswith("p.yaml:26: stages[2].weight_sync: nccl moves weights GPU to GPU")
+    assert "cluster.rollout.gpus=0" in msg
+    gpus = nccl.replace("name: p\n", "name: p\ncluster: {trainer: {gpus: 1}, rollout: {gpus: 1}}\n")
+    assert parse_pipeline(gpus).stages[2].weight_sync == "nccl"
+    assert parse_pipeline(RL).stages[2].weight_sync == "auto"
+    [msg] = problems(RL.replace("    steps: 5\n", "    steps: 5\n    weight_sync: nvlink\n"))
+    assert "stages[2].weight_sync: Input should be 'auto', 'object_store', 'nccl' or 'checkpoint'" in msg
+
+
 RS = RL + """\
   - name: rs
     kind: rejection_sampling
