@@ -177,6 +177,8 @@ class EarlyStopping(Section):
     every_steps: int = Field(ge=1)
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
+    min_steps: int = Field(0, ge=0, description="never stop before this step: a model still learning the format "
+                                                "scores ~0 for several evaluations, which is not a plateau")
     data: RefField
     limit: int | None = Field(None, ge=1)
 

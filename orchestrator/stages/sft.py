@@ -51,14 +51,15 @@ def _shard(batch: list[SFTExample], ranks: int, pad_id: int) -> list[SFTBatch]:
 class _EarlyStopper:
     """Tracks the best held-out pass@1 and how many evaluations have passed without beating it."""
 
-    def __init__(self, patience: int, min_delta: float):
-        self.patience, self.min_delta = patience, min_delta
-        self.best, self.best_step, self.bad = -1.0, -1, 0
+    def __init__(self, patience: int, min_delta: float, min_steps: int = 0):
+        self.patience, self.min_delta, self.min_steps = patience, min_delta, min_steps
+        self.best, self.best_step, self.bad, self.step = -1.0, -1, 0, 0
         self.history: list[dict] = []
 
     def update(self, step: int, score: float) -> bool:
         """Record a score; True if it is the new best."""
         self.history.append({"step": step, "pass@1": score})
+        self.step = step
         if score > self.best + self.min_delta:
             self.best, self.best_step, self.bad = score, step, 0
             return True
@@ -67,7 +68,7 @@ class _EarlyStopper:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad >= self.patience
+        return self.bad >= self.patience and self.step >= self.min_steps
 
 
 def run(stage: SFTStage, ctx: StageContext) -> StageResult:
@@ -94,7 +95,8 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
         stopper = None
         if stage.early_stopping is not None:
             rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
-            stopper = _EarlyStopper(stage.early_stopping.patience, stage.early_stopping.min_delta)
+            stopper = _EarlyStopper(stage.early_stopping.patience, stage.early_stopping.min_delta,
+                                    stage.early_stopping.min_steps)
         last = _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer)
         final = ctx.dir / "checkpoint"
         if stopper is not None and stopper.best_step >= 0:
