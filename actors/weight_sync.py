@@ -61,11 +61,16 @@ def in_memory_sync_problem(config: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- trainer side
+def bucket_bytes(bucket_mb: float) -> int:
+    """A bucket size in MB (a stage's ``sync_bucket_mb``) in bytes; both sync paths size their buckets with it."""
+    return max(1, int(bucket_mb * 2**20))
+
+
 def buckets_of(named: Iterable[tuple[str, torch.Tensor]], bucket_mb: float) -> Iterator[Bucket]:
     """Group (name, tensor) pairs, in order, into buckets of at most ``bucket_mb`` MB (a larger tensor goes alone).
 
     Tensors are detached, contiguous CPU copies so a bucket can be serialised without pinning trainer state."""
-    limit = max(1, int(bucket_mb * 2**20))
+    limit = bucket_bytes(bucket_mb)
     bucket, size = [], 0
     for name, tensor in named:
         nbytes = tensor.numel() * tensor.element_size()

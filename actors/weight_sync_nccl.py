@@ -50,6 +50,8 @@ from dataclasses import dataclass
 
 import torch
 
+from actors.weight_sync import bucket_bytes
+
 ENGINE_ARGS = {"weight_transfer_config": {"backend": "nccl"}}
 """What a RolloutWorker's engine arguments need for this path: vLLM builds its NCCL receiver when it loads."""
 NUM_BUFFERS = 2  # vLLM's default: one buffer packs while the other is on the wire; both sides must agree
@@ -63,8 +65,9 @@ def nccl_available() -> bool:
         return False
 
 
-def bucket_bytes(bucket_mb: float) -> int:
-    return max(1, int(bucket_mb * 2**20))
+def _signature(name: str, tensor: torch.Tensor) -> tuple[str, str, list[int]]:
+    """(name, torch dtype name as vLLM reads it back, shape): one entry of the plan."""
+    return name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -80,12 +83,13 @@ class WeightPlan:
 
     @classmethod
     def of(cls, named: Iterable[tuple[str, torch.Tensor]]) -> WeightPlan:
-        names, dtypes, shapes = [], [], []
+        plan = cls([], [], [])
         for name, tensor in named:
-            names.append(name)
-            dtypes.append(str(tensor.dtype).removeprefix("torch."))
-            shapes.append(list(tensor.shape))
-        return cls(names, dtypes, shapes)
+            _, dtype, shape = _signature(name, tensor)
+            plan.names.append(name)
+            plan.dtype_names.append(dtype)
+            plan.shapes.append(shape)
+        return plan
 
     @property
     def nbytes(self) -> int:
@@ -100,7 +104,7 @@ class WeightPlan:
         receive buffers from the plan, so a tensor that disagrees would split the stream differently on each side."""
         count = 0
         for i, (name, tensor) in enumerate(named):
-            got = (name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape))
+            got = _signature(name, tensor)
             if i >= len(self.names):
                 raise ValueError(f"The trainer's weights have more tensors than the sync plan ({len(self.names)}); "
                                  f"the first extra is {name!r}. The model changed since init_nccl_sync.")
