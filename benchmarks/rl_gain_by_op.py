@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--problems", type=int, default=1000)
     ap.add_argument("--digits", type=int, default=2)
+    ap.add_argument("--ops", nargs="+", default=None, help="operations of the eval split (default: all)")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
     args = ap.parse_args()
@@ -33,7 +34,8 @@ def main() -> None:
     from orchestrator.data.synthetic import make_split
     from rewards.registry import get_reward
 
-    rows = make_split("eval", args.problems, digits=args.digits)
+    task = {"digits": args.digits} | ({"ops": tuple(args.ops)} if args.ops else {})
+    rows = make_split("eval", args.problems, **task)
     grade = get_reward("math")
     worker = RolloutWorker({"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True},
                            threads=2)

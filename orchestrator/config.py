@@ -97,7 +97,8 @@ class ModelSpec(Section):
 # ---------------------------------------------------------------------------------------------- datasets
 class SyntheticSpec(Section):
     """A generated dataset: ``arithmetic`` word problems (orchestrator/data/synthetic.py; settings ``digits``,
-    ``ops``) or ``general`` instructions with checkable constraints (orchestrator/data/general.py; ``kinds``)."""
+    ``ops``, ``mul_methods``, ``worked``) or ``general`` instructions with checkable constraints (orchestrator/data/general.py;
+    ``kinds``)."""
 
     task: Literal["arithmetic", "general"] = "arithmetic"
     split: Literal["sft", "rl", "dev", "eval"]
@@ -105,12 +106,17 @@ class SyntheticSpec(Section):
     seed: int = 0
     digits: int = Field(2, ge=1, le=6)
     ops: list[Literal["add", "sub", "mul", "frac", "share"]] = ["add", "sub", "mul", "frac", "share"]
+    mul_methods: list[Literal["long", "tens"]] = Field(
+        ["long"], min_length=1, description="how sft chains multiply: long multiplication, or by place value "
+                                            "(tens); with both, each problem shows one at random")
+    worked: float = Field(1.0, ge=0, le=1, description="share of sft responses that work the problem out step by "
+                                                        "step; the rest give only the answer (empty think block)")
     kinds: list[Literal["repeat", "reverse", "sort", "upper", "lower", "count", "exact_words", "start_end",
                         "comma_list"]] | None = Field(None, min_length=1, description="general: default all kinds")
 
     @model_validator(mode="after")
     def _task_fields(self) -> SyntheticSpec:
-        own = {"arithmetic": {"digits", "ops"}, "general": {"kinds"}}
+        own = {"arithmetic": {"digits", "ops", "mul_methods", "worked"}, "general": {"kinds"}}
         stray = sorted(f for task, fields in own.items() if task != self.task for f in fields & self.model_fields_set)
         if stray:
             raise ValueError(f"{', '.join(stray)} do not apply to task {self.task!r} "

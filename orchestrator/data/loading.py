@@ -52,7 +52,8 @@ def check_row(row: dict, where: str) -> None:
 def synthetic_rows(s: SyntheticSpec) -> list[dict]:
     if s.task == "general":
         return make_general_split(s.split, s.size, seed=s.seed, kinds=tuple(s.kinds or KINDS))
-    return make_split(s.split, s.size, seed=s.seed, digits=s.digits, ops=tuple(s.ops))
+    return make_split(s.split, s.size, seed=s.seed, digits=s.digits, ops=tuple(s.ops),
+                      mul_methods=tuple(s.mul_methods), worked=s.worked)
 
 
 def run_artifact(source: RunArtifact) -> Path:

@@ -36,8 +36,15 @@ class Problem:
     answer: str
     thought: str
 
-    def response(self) -> str:
-        return f"<think>\n{self.thought}\n</think>\n<answer>{self.answer}</answer>"
+    def response(self, worked: bool = True) -> str:
+        """The R1-template answer; ``worked=False``: the bare answer after an empty think block."""
+        thought = f"\n{self.thought}\n" if worked else "\n"
+        return f"<think>{thought}</think>\n<answer>{self.answer}</answer>"
+
+
+def _prompt_unit(prompt: str, salt: str) -> float:
+    """A number in [0, 1) fixed by the prompt: per-problem choices that never shift the problem generator."""
+    return int(hashlib.sha1(f"{salt}:{prompt}".encode()).hexdigest()[:8], 16) / 2**32
 
 
 def _digits(n: int) -> list[int]:
@@ -91,6 +98,27 @@ def _mul_steps(a: int, d: int) -> list[str]:
     return steps
 
 
+def _tens_steps(a: int, d: int) -> list[str]:
+    """Multiplication of a by a one-digit factor d by place value: split a into its tens, hundreds... and
+    units, multiply each part with a table fact, then add the partial products in columns. Longer than long
+    multiplication, but every step is a plain table fact or a column addition; long multiplication adds the
+    carry to a product in the same step ("8 * 9 + 3 = 75"), a fact of its own for each carry."""
+    parts = [int(c) * 10**p for p, c in enumerate(reversed(str(a))) if c != "0"][::-1]
+    steps = [f"{a} = {' + '.join(map(str, parts))}"] if len(parts) > 1 else []
+    for part in parts:
+        head = int(str(part)[0])
+        steps.append(f"{head} * {d} = {head * d}" + (f", so {part} * {d} = {part * d}" if part >= 10 else ""))
+    total = parts[0] * d
+    for part in parts[1:]:
+        steps += _add_steps(total, part * d)
+        total += part * d
+    steps.append(f"{a} * {d} = {a * d}")
+    return steps
+
+
+MUL_METHODS = {"long": _mul_steps, "tens": _tens_steps}
+
+
 def _fraction_steps(num: int, den: int) -> tuple[list[str], str]:
     g = gcd(num, den)
     value = Fraction(num, den)
@@ -105,7 +133,10 @@ def _number(rng: random.Random, digits: int) -> int:
     return rng.randint(10 ** (digits - 1) if digits > 1 else 1, 10**digits - 1)
 
 
-def generate_problem(rng: random.Random, digits: int = 2, ops: tuple[str, ...] = OPS) -> Problem:
+def generate_problem(rng: random.Random, digits: int = 2, ops: tuple[str, ...] = OPS,
+                     mul_methods: tuple[str, ...] = ("long",)) -> Problem:
+    """One problem. ``mul_methods``: how the chains of thought multiply ("long", "tens"); with several, each
+    multiplication problem demonstrates one of them, picked by a hash of its prompt."""
     op = rng.choice(ops)
     name, thing = rng.choice(_NAMES), rng.choice(_THINGS)
     if op == "add":
@@ -119,7 +150,9 @@ def generate_problem(rng: random.Random, digits: int = 2, ops: tuple[str, ...] =
     if op == "mul":
         a, d = _number(rng, digits), rng.randint(2, 9)
         prompt = f"{name} fills {d} boxes with {a} {thing} each. How many {thing} is that in total?"
-        return Problem(op, prompt, str(a * d), "\n".join(_mul_steps(a, d)))
+        # Chosen by the prompt's hash, not the generator: the problems drawn never depend on the methods.
+        method = mul_methods[int(_prompt_unit(prompt, "mul_method") * len(mul_methods))]
+        return Problem(op, prompt, str(a * d), "\n".join(MUL_METHODS[method](a, d)))
     if op == "frac":
         den = rng.randint(2, 12)
         eaten = rng.randint(1, den - 1)
@@ -154,15 +187,20 @@ def is_held_out(prompt: str) -> bool:
     return held_out_split(prompt) is not None
 
 
-def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple[str, ...] = OPS) -> list[dict]:
+def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple[str, ...] = OPS,
+               mul_methods: tuple[str, ...] = ("long",), worked: float = 1.0) -> list[dict]:
     """Rows of one split. ``sft`` rows carry ``response``; all rows carry ``prompt``, ``answer``, ``domain``.
+
+    ``worked``: the share of responses that work the problem out; the others give the bare answer after an
+    empty think block (which rows, by a hash of the prompt, so the problems themselves do not change).
 
     Duplicated prompts are skipped within a split; no two of eval, dev and the training splits share a prompt.
     """
 
     def draw(rng: random.Random) -> dict:
-        p = generate_problem(rng, digits, ops)
-        return {"prompt": p.prompt, "answer": p.answer, "domain": "math", "op": p.op, "response": p.response()}
+        p = generate_problem(rng, digits, ops, mul_methods)
+        return {"prompt": p.prompt, "answer": p.answer, "domain": "math", "op": p.op,
+                "response": p.response(worked=_prompt_unit(p.prompt, "worked") < worked)}
 
     return draw_split(split, size, seed, draw, f"digits={digits}, ops={ops}")
 

@@ -27,14 +27,48 @@ def test_splits_are_deterministic_and_eval_is_held_out():
     assert len(eval_prompts) == len(dev_prompts) == 500
 
 
-def test_chain_of_thought_is_correct_arithmetic():
+@pytest.mark.parametrize("mul_methods", [("long",), ("long", "tens")])
+def test_chain_of_thought_is_correct_arithmetic(mul_methods):
     """Every equation the worked solutions state is true, and each ends in its gold answer."""
-    for row in make_split("sft", 400, digits=3):
+    for row in make_split("sft", 400, digits=3, mul_methods=mul_methods):
         thought = row["response"].split("</think>")[0]
         for lhs, rhs in re.findall(r"(\d+(?: [-+*] \d+)+) = (\d+)", thought):
             assert eval(lhs) == int(rhs), (lhs, rhs, row["prompt"])
+        for whole, parts in re.findall(r"^(\d+) = (\d+(?: \+ \d+)+)$", thought, flags=re.M):  # place-value split
+            assert eval(parts) == int(whole), (whole, parts, row["prompt"])
         assert extract_answer(row["response"]).answer == row["answer"]
         assert get_reward("math")(row["response"], row).score == 1.0
+
+
+def test_mul_methods_mix_without_changing_the_problems():
+    """Both methods appear, about half each, and the problems (prompts, answers, held-out splits) are the
+    same whichever methods the chains use."""
+    ops = ("add", "mul")
+    long_rows = make_split("sft", 300, ops=ops)
+    mixed = make_split("sft", 300, ops=ops, mul_methods=("long", "tens"))
+    tens_only = make_split("sft", 300, ops=ops, mul_methods=("tens",))
+    for rows in (mixed, tens_only):
+        assert [(r["prompt"], r["answer"]) for r in rows] == [(r["prompt"], r["answer"]) for r in long_rows]
+    mul = [r["response"] for r in mixed if r["op"] == "mul"]
+    by_tens = sum("so " in r or re.search(r"^\d+ = \d+ \+", r, flags=re.M) is not None for r in mul)
+    assert 0.3 < by_tens / len(mul) < 0.7
+    assert make_split("eval", 200, ops=ops, mul_methods=("long", "tens")) == make_split("eval", 200, ops=ops)
+
+
+def test_worked_share_of_bare_answers():
+    """``worked`` < 1 turns that share of the responses into bare answers (an empty think block), chosen per
+    prompt, leaving the problems as they were; a bare answer is still a correct, well-formed R1 response."""
+    full = make_split("sft", 400, ops=("add", "mul"))
+    mixed = make_split("sft", 400, ops=("add", "mul"), worked=0.3)
+    assert [(r["prompt"], r["answer"]) for r in mixed] == [(r["prompt"], r["answer"]) for r in full]
+    bare = [r for r in mixed if r["response"].startswith("<think>\n</think>")]
+    assert 0.6 < len(bare) / len(mixed) < 0.8
+    for r in bare:
+        assert r["response"] == f"<think>\n</think>\n<answer>{r['answer']}</answer>"
+        assert get_reward("math")(r["response"], r).score == 1.0
+    worked = {r["prompt"]: r["response"] for r in full}
+    assert all(worked[r["prompt"]] == r["response"] for r in mixed if r not in bare)
+    assert not any(r["response"].startswith("<think>\n</think>") for r in full)
 
 
 def test_fraction_answers_are_reduced():
