@@ -2,6 +2,9 @@
 
 For each checkpoint: greedy pass@1 by arithmetic operation, the sampled pass rate (n samples at temperature 1)
 by operation, and how many problems had 0..n correct samples (problems with 1..n-1 give GRPO a contrast).
+Also how the greedy answers were reached, each with its pass@1: worked out or bare (an empty think block; the
+task's `worked` option), and for multiplications worked out, which method (`long`, or `tens` by place value;
+the task's `mul_methods`).
 Served by one RolloutWorker (vLLM) in this process, graded by the `math` reward, as the pipeline's eval does.
 
     PYTHONPATH=. python benchmarks/rl_gain_by_op.py RUN/cold_start/checkpoint RUN/reasoning_rl/checkpoint
@@ -11,9 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter, defaultdict
 
 from orchestrator import loopback  # noqa: F401  (loopback-only Ray/vLLM settings, before they are imported)
+
+
+def response_style(text: str, op: str) -> str:
+    """"bare" (empty think block), else "worked"; multiplications worked out say "long" or "tens"."""
+    thought = text.replace("<think>", "", 1).split("</think>")[0]
+    if not thought.strip():
+        return "bare"
+    if op != "mul":
+        return "worked"
+    return "tens" if re.search(r"^\d+ = \d+ \+|, so \d+ \* ", thought, flags=re.M) else "long"
 
 
 def main() -> None:
@@ -51,13 +65,17 @@ def main() -> None:
             per_prompt = defaultdict(list)
             for r in worker.generate(prompts, spec):
                 per_prompt[r.prompt_index].append(r)
-            by_op, rates = defaultdict(list), []
+            by_op, by_style, rates = defaultdict(list), defaultdict(list), []
             for i, row in enumerate(rows):
                 correct = [grade(s.text, row).score >= 1.0 for s in per_prompt[i]]
                 by_op[row["op"]].append(sum(correct) / len(correct))
                 rates.append(sum(correct))
+                if n == 1:
+                    by_style[response_style(per_prompt[i][0].text, row["op"])].append(correct[0])
             entry[label] = {"pass@1": round(sum(sum(v) for v in by_op.values()) / len(rows), 4),
                             "by_op": {op: round(sum(v) / len(v), 3) for op, v in sorted(by_op.items())}}
+            if by_style:  # (problems, pass@1) per way the greedy answer was reached
+                entry[label]["by_style"] = {k: (len(v), round(sum(v) / len(v), 3)) for k, v in sorted(by_style.items())}
             if n > 1:
                 hist = Counter(rates)
                 entry[label]["correct_of_n"] = {k: hist[k] for k in range(n + 1)}

@@ -97,8 +97,8 @@ class ModelSpec(Section):
 # ---------------------------------------------------------------------------------------------- datasets
 class SyntheticSpec(Section):
     """A generated dataset: ``arithmetic`` word problems (orchestrator/data/synthetic.py; settings ``digits``,
-    ``ops``, ``mul_methods``, ``worked``) or ``general`` instructions with checkable constraints (orchestrator/data/general.py;
-    ``kinds``)."""
+    ``ops``, ``mul_methods``, ``worked``) or ``general`` instructions with checkable constraints
+    (orchestrator/data/general.py; ``kinds``)."""
 
     task: Literal["arithmetic", "general"] = "arithmetic"
     split: Literal["sft", "rl", "dev", "eval"]

@@ -9,7 +9,11 @@ curves), eval for the reported score, so selecting on dev never leaks into the r
 
 The chain of thought is digit by digit (column addition with carries, column subtraction with borrows,
 long multiplication by a one-digit factor, gcd reduction for fractions): a model of a million parameters
-cannot add two numbers in one step, but it can learn to follow columns.
+cannot add two numbers in one step, but it can learn to follow columns. Two options change only the SFT
+responses, never the problems: ``mul_methods`` (multiply by long multiplication, by place value, or each
+problem one of the two) and ``worked`` (the share of responses that work the problem out; the others give
+the bare answer after an empty think block, as a cold-start set gathered from mixed sources might). Both
+choices are made per problem from a hash of its prompt.
 """
 
 from __future__ import annotations
