@@ -53,7 +53,6 @@ def main() -> None:
     grade = get_reward("math")
     worker = RolloutWorker({"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True},
                            threads=2)
-    report = {}
     for path in args.checkpoints:
         tokenizer = AutoTokenizer.from_pretrained(path)
         worker.load(path, 0)
@@ -80,7 +79,6 @@ def main() -> None:
                 hist = Counter(rates)
                 entry[label]["correct_of_n"] = {k: hist[k] for k in range(n + 1)}
                 entry[label]["with_contrast"] = round(sum(1 for k in rates if 0 < k < n) / len(rows), 3)
-        report[path] = entry
         print(json.dumps({path: entry}), flush=True)
     counts = Counter(r["op"] for r in rows)
     print("problems by op:", dict(sorted(counts.items())))

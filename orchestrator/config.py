@@ -2,13 +2,12 @@
 
 Every section is its own model with ``extra="forbid"``, so a misspelt key is an error rather than a silently
 ignored setting. Stages are a union discriminated by ``kind``. References between sections (a stage's model
-``{from: cold_start}``, a dataset name) are checked after parsing by ``check_references``; ``load_pipeline``
-turns every problem into a message with its YAML path and line (see ``orchestrator.yaml_errors``).
+``{from: cold_start}``, a dataset name) are checked by ``orchestrator.references``; ``load_pipeline`` turns
+every problem into a message with its YAML path and line (see ``orchestrator.yaml_errors``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -108,7 +107,7 @@ class SyntheticSpec(Section):
     ops: list[Literal["add", "sub", "mul", "frac", "share"]] = ["add", "sub", "mul", "frac", "share"]
     mul_methods: list[Literal["long", "tens"]] = Field(
         ["long"], min_length=1, description="how sft chains multiply: long multiplication, or by place value "
-                                            "(tens); with both, each problem shows one at random")
+                                            "(tens); with both, each problem shows one, chosen by its hash")
     worked: float = Field(1.0, ge=0, le=1, description="share of sft responses that work the problem out step by "
                                                         "step; the rest give only the answer (empty think block)")
     kinds: list[Literal["repeat", "reverse", "sort", "upper", "lower", "count", "exact_words", "start_end",
@@ -391,114 +390,3 @@ class PipelineSpec(Section):
             raise ValueError(f"rollout.tensor_parallel_size={tp} needs cluster.rollout.gpus={tp} per worker "
                              f"(one engine per worker), not {gpus:g}")
         return self
-
-
-Loc = tuple[str | int, ...]
-
-
-def _ref_parts(value: Any) -> tuple[str | None, str | None]:
-    """(name, from) of a reference as written in YAML; (None, None) if it is malformed (pydantic says why)."""
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, dict) and isinstance(value.get("from"), str):
-        return None, value["from"]
-    return None, None
-
-
-def check_references(data: dict) -> list[tuple[Loc, str]]:
-    """Cross-section checks pydantic cannot express: names exist and ``from:`` points backwards.
-
-    Works on the raw YAML mapping, defensively, so these problems are reported together with the schema's
-    own instead of only after every schema error is fixed.
-    """
-    problems: list[tuple[Loc, str]] = []
-    models = data.get("models") if isinstance(data.get("models"), dict) else {}
-    datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
-    raw_stages = data.get("stages") if isinstance(data.get("stages"), list) else []
-    stages = [s if isinstance(s, dict) else {} for s in raw_stages]
-    kinds: dict[str, str] = {}
-
-    def check(value: Any, loc: Loc, table: dict, what: str, producers: set[str], output: str) -> None:
-        name, source = _ref_parts(value)
-        if name is not None and name not in table:
-            problems.append((loc, f"unknown {what} {name!r}; defined: {', '.join(map(str, table)) or 'none'}"))
-        elif source is not None and source not in kinds:
-            later = any(s.get("name") == source for s in stages)
-            hint = "it runs later; a stage can only use earlier stages" if later else "no stage has that name"
-            problems.append((loc + ("from",), f"'from: {source}' does not refer to an earlier stage ({hint})"))
-        elif source is not None and kinds[source] not in producers:
-            problems.append((loc + ("from",), f"stage {source!r} (kind {kinds[source]}) does not produce {output}"))
-
-    for name, model in models.items():
-        tok = ((model or {}).get("init") or {}).get("tokenizer") if isinstance(model, dict) else None
-        train_on = tok.get("train_on") if isinstance(tok, dict) else None
-        for j, ds in enumerate(train_on if isinstance(train_on, list) else []):
-            if isinstance(ds, str) and ds not in datasets:
-                problems.append((("models", name, "init", "tokenizer", "train_on", j), f"unknown dataset {ds!r}"))
-        path = model.get("path") if isinstance(model, dict) else None
-        if isinstance(path, str) and not Path(path).exists():
-            problems.append((("models", name, "path"), f"no checkpoint directory at {path!r}"))
-    for name, ds in datasets.items():
-        source = ds.get("from_run") if isinstance(ds, dict) else None
-        if isinstance(source, dict) and isinstance(source.get("run_dir"), str) and isinstance(source.get("stage"), str):
-            status = Path(source["run_dir"]) / source["stage"] / "status.json"
-            if not status.exists() or '"succeeded"' not in status.read_text():
-                problems.append((("datasets", name, "from_run"),
-                                 f"no finished stage {source['stage']!r} in run directory {source['run_dir']!r} "
-                                 f"(run that pipeline first)"))
-    for i, stage in enumerate(stages):
-        loc: Loc = ("stages", i)
-        if stage.get("name") in kinds:
-            problems.append((loc + ("name",), f"duplicate stage name {stage['name']!r}"))
-        if "model" in stage:
-            check(stage["model"], loc + ("model",), models, "model", PRODUCES_CHECKPOINT, "a checkpoint")
-        for j, ref in enumerate(stage.get("data") if isinstance(stage.get("data"), list) else []):
-            check(ref, loc + ("data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
-        for j, mix in enumerate(stage.get("mix") if isinstance(stage.get("mix"), list) else []):
-            if isinstance(mix, dict) and "data" in mix:
-                check(mix["data"], loc + ("mix", j, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
-        for block in ("eval", "early_stopping", "dev_eval"):
-            if isinstance(stage.get(block), dict) and "data" in stage[block]:
-                refs = stage[block]["data"]
-                if isinstance(refs, list) and block == "eval":
-                    for j, ref in enumerate(refs):
-                        check(ref, loc + (block, "data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
-                else:
-                    check(refs, loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
-        if stage.get("kind") == "sft":  # RL batches are sized by prompts_per_step x grpo.n, split as they come
-            problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
-        if stage.get("kind") == "rl" and stage.get("weight_sync") == "nccl":
-            roles = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
-            gpus = [r.get("gpus", 0) if isinstance(r := roles.get(role), dict) else 0
-                    for role in ("trainer", "rollout")]
-            problem = nccl_gpu_problem(*gpus)
-            if problem:
-                problems.append((loc + ("weight_sync",), problem))
-        if isinstance(stage.get("name"), str):
-            kinds[stage["name"]] = str(stage.get("kind"))
-    return problems
-
-
-def nccl_gpu_problem(trainer_gpus: Any, rollout_gpus: Any) -> str | None:
-    """Why ``weight_sync: nccl`` cannot run on this cluster (a sentence), or None when it can."""
-    # Whole GPUs: NCCL cannot have two members of one group on the same device.
-    if all(isinstance(g, (int, float)) and g >= 1 for g in (trainer_gpus, rollout_gpus)):
-        return None
-    return (f"nccl moves weights GPU to GPU, so every trainer and rollout worker needs a whole GPU of its own "
-            f"(cluster.trainer.gpus={trainer_gpus}, cluster.rollout.gpus={rollout_gpus}); without them use auto, "
-            "object_store or checkpoint")
-
-
-def _check_batch(train: Any, loc: Loc, cluster: Any) -> list[tuple[Loc, str]]:
-    """An optimizer step's batch must split evenly into ranks × micro-batches (DeepSpeed's invariant)."""
-    if not isinstance(train, dict):
-        return []
-    batch, micro = train.get("batch_size", 32), train.get("micro_batch_size", 8)
-    trainer = (cluster or {}).get("trainer") if isinstance(cluster, dict) else None
-    ranks = trainer.get("workers", 1) if isinstance(trainer, dict) else 1
-    if not all(isinstance(x, int) and x > 0 for x in (batch, micro, ranks)):
-        return []
-    if batch % (micro * ranks):
-        return [(loc + ("train", "batch_size"),
-                 f"batch_size {batch} must be a multiple of micro_batch_size ({micro}) x trainer workers ({ranks})")]
-    return []

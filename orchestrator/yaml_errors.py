@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.config import Loc, PipelineSpec, check_references
+from orchestrator.config import PipelineSpec
+from orchestrator.references import Loc, check_references
 
 
 class PipelineError(ValueError):

@@ -39,7 +39,8 @@ from orchestrator.algorithms.grpo import compute_advantages
 from orchestrator.algorithms.packing import TrainSequence, shard, unshard
 from orchestrator.algorithms.sampling import filter_groups, refill, select_groups, split_minibatches
 from orchestrator.cluster import ActorGroup, spawn_rewards, spawn_rollout, spawn_trainers
-from orchestrator.config import ClusterSpec, RLStage, nccl_gpu_problem
+from orchestrator.config import ClusterSpec, RLStage
+from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.eval import evaluate
