@@ -33,8 +33,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
-    """Multiplier of the peak learning rate at each step: linear warmup, then constant/cosine/linear decay."""
+def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float, decay_steps: int | None = None):
+    """Multiplier of the peak learning rate at each step: linear warmup, then constant/cosine/linear decay that
+    reaches ``min_ratio`` at step ``decay_steps`` (default ``total``) and holds it from there on."""
+    total = decay_steps or total
 
     def fn(step: int) -> float:
         if step < warmup:
@@ -111,7 +113,8 @@ class PolicyTrainer:
         optimizer = torch.optim.AdamW(params, lr=optim["lr"], betas=tuple(optim["betas"]),
                                       weight_decay=optim["weight_decay"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(optim["schedule"], optim["warmup_steps"], total_steps, optim["min_lr_ratio"]))
+            optimizer, lr_lambda(optim["schedule"], optim["warmup_steps"], total_steps, optim["min_lr_ratio"],
+                                 optim["decay_steps"]))
         ds_config = {
             "train_micro_batch_size_per_gpu": micro_batch_size,
             "gradient_accumulation_steps": grad_accum,

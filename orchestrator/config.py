@@ -172,6 +172,9 @@ class OptimSpec(Section):
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    decay_steps: int | None = Field(None, ge=1, description="the cosine/linear decay reaches min_lr_ratio at this "
+                                    "step and holds it (default: the stage's last step); with early stopping, a "
+                                    "stage can then train on at the final rate until its held-out score plateaus")
     grad_clip: float | None = Field(1.0, gt=0)
 
 

@@ -85,6 +85,10 @@ def test_lr_schedule_shapes():
     assert warm(20) == pytest.approx(0.1) and 0.1 < warm(12) < 1.0
     assert lr_lambda("linear", 0, 10, 0.0)(5) == pytest.approx(0.5)
     assert lr_lambda("constant", 0, 10, 0.0)(9) == 1.0
+    # Decay over the first 10 of 30 steps, then hold the floor (train on until early stopping ends the stage).
+    held = lr_lambda("cosine", 0, 30, 0.05, decay_steps=10)
+    assert held(5) == pytest.approx(0.525)
+    assert held(10) == held(25) == pytest.approx(0.05)
 
 
 def test_trainer_is_a_plain_class():
