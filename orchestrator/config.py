@@ -73,6 +73,13 @@ class InitSpec(Section):
     seed: int = 0
     tokenizer: TokenizerSpec
 
+    @model_validator(mode="after")
+    def _servable(self) -> InitSpec:
+        from orchestrator.models import check_dense_config   # models.py imports this module
+
+        check_dense_config(self.arch, self.config)
+        return self
+
 
 class ModelSpec(Section):
     """A Hugging Face checkpoint directory (``path``), a model on the Hugging Face Hub (``hub``: downloaded once

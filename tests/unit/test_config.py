@@ -269,3 +269,23 @@ def test_stages_train_in_the_precision_of_their_model_lineage(tmp_path):
         assert not ctx.fp8(plain.stages[2].model)
     finally:
         ctx.close()
+
+
+def test_fresh_dense_model_needs_a_head_size_vllm_serves_on_cpu():
+    # hidden 96 over 4 heads is head size 24: it trains, then its first rollout fails inside vLLM's CPU
+    # attention. The YAML is refused with the line of the model's init instead.
+    bad = GOOD.replace("init: {arch: qwen2,", "init: {arch: qwen2, config: {hidden_size: 96},")
+    [msg] = problems(bad)
+    assert msg.startswith("p.yaml:7: models.tiny.init:") and "head size 24" in msg
+    good = GOOD.replace("init: {arch: qwen2,", "init: {arch: qwen2, config: {hidden_size: 96, num_attention_heads: 3, "
+                        "num_key_value_heads: 1},")
+    assert parse_pipeline(good, "p.yaml").models["tiny"].init.config["num_attention_heads"] == 3
+    [msg] = problems(GOOD.replace("init: {arch: qwen2,", "init: {arch: qwen2, config: {num_key_value_heads: 3},"))
+    assert "multiple of num_key_value_heads (3)" in msg
+
+
+def test_head_sizes_match_the_installed_vllm():
+    cpu_attn = pytest.importorskip("vllm.v1.attention.backends.cpu_attn")
+    from orchestrator.models import VLLM_CPU_HEAD_SIZES
+
+    assert list(VLLM_CPU_HEAD_SIZES) == list(cpu_attn.CPUAttentionBackend.get_supported_head_sizes())
