@@ -30,18 +30,22 @@ _ARCH_DEFAULTS: dict[str, dict] = {
 }
 
 
-# The head sizes vLLM's CPU attention has kernels for (vllm/v1/attention/backends/cpu_attn.py, checked against
-# the installed vLLM by tests/test_models.py). The GPU backends take every one of them, so a fresh model whose
-# head size is on this list rolls out on either; one that is not fails only when its first rollout starts,
-# which for an SFT stage is its first dev evaluation, minutes in. Checked when the YAML is loaded instead.
+# The head sizes vLLM's CPU attention has kernels for (vllm/v1/attention/backends/cpu_attn.py; a unit test in
+# tests/unit/test_config.py compares this with the installed vLLM). The GPU backends take those up to 256 too.
+# A fresh model with any other head size trains, then fails when its first rollout starts (for an SFT stage,
+# its first dev evaluation, minutes in), so the YAML is refused when it is loaded instead.
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def _with_defaults(arch: str, config: dict) -> dict:
+    return {**_ARCH_DEFAULTS[arch], **config}
 
 
 def check_dense_config(arch: str, config: dict) -> None:
     """Raise ValueError when a fresh qwen2/llama config cannot be built or served by vLLM on CPU."""
     if arch not in ("qwen2", "llama"):
         return   # our V3's MLA shapes are its own config's business (DeepseekV3Config validates them)
-    cfg = {**_ARCH_DEFAULTS[arch], **config}
+    cfg = _with_defaults(arch, config)
     hidden, heads, kv_heads = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     if heads % kv_heads:
         raise ValueError(f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})")
@@ -50,14 +54,13 @@ def check_dense_config(arch: str, config: dict) -> None:
     head_dim = cfg.get("head_dim") or hidden // heads
     if head_dim not in VLLM_CPU_HEAD_SIZES:
         raise ValueError(f"head size {head_dim} (hidden_size {hidden} / num_attention_heads {heads}) has no vLLM "
-                         f"CPU attention kernel; use one of {list(VLLM_CPU_HEAD_SIZES)}, e.g. "
-                         f"num_attention_heads {max(1, hidden // 32)} for head size 32")
+                         f"CPU attention kernel; choose hidden_size and num_attention_heads so it is one of "
+                         f"{list(VLLM_CPU_HEAD_SIZES)}")
 
 
 def model_config(init: InitSpec, tokenizer) -> dict:
     """The architecture config: tiny defaults, the spec's overrides, and the tokenizer's special ids."""
-    cfg = dict(_ARCH_DEFAULTS[init.arch])
-    cfg.update(init.config)
+    cfg = _with_defaults(init.arch, init.config)
     cfg.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return cfg
