@@ -5,12 +5,12 @@ A plain class; the orchestrator wraps it where it spawns it:
     worker = ray.remote(num_cpus=2)(RewardWorker).remote(stage.rewards, num_procs=2, deadline_s=60)
     scores = ray.get(worker.score.remote(completions, samples))
 
-It hosts the rewards of `specs` in a pool of processes (rewards/pool.py), routes each sample by its `domain`
-to the rewards that apply, weights and sums them, and enforces a hard wall-clock deadline per sample from
+It hosts the rewards of `specs` in a pool of processes (rewards/isolation/pool.py), routes each sample by its
+`domain` to the rewards that apply, weights and sums them, and enforces a hard wall-clock deadline per sample from
 this process (no signal.alarm). Rewards that score whole batches (`http`, `reward_model`) run in this process
-instead, once per batch; a reward model uses the GPU this actor reserved. A process that overruns or dies is killed with everything it started and
-replaced; the sample scores 0 with the reason in its details. Give the actor as many CPUs as `num_procs`:
-the pool processes (and the sandboxes they start) do the work.
+instead, once per batch; a reward model uses the GPU this actor reserved. A process that overruns or dies is
+killed with everything it started and replaced; the sample scores 0 with the reason in its details. Give the
+actor as many CPUs as `num_procs`: the pool processes (and the sandboxes they start) do the work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rewards.config import RewardSpec
-from rewards.pool import RewardPool
+from rewards.isolation.pool import RewardPool
 
 
 @dataclass(slots=True)
@@ -41,7 +41,7 @@ class RewardScores:
 
 
 class RewardWorker:
-    def __init__(self, specs: list[RewardSpec] | list[dict[str, Any]], num_procs: int = 2, deadline_s: float = 60.0):
+    def __init__(self, specs: list[RewardSpec], num_procs: int = 2, deadline_s: float = 60.0):
         self._pool = RewardPool(specs, num_procs=num_procs, deadline_s=deadline_s)
 
     def score(self, completions: list[str], samples: list[dict[str, Any]]) -> RewardScores:

@@ -14,12 +14,13 @@ import os
 import time
 from pathlib import Path
 
-from actors.types import Rollout, SamplingSpec
+from actors.types import EngineSettings, Rollout, SamplingParams
+from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
 
 log = logging.getLogger(__name__)
 
-# Architectures whose in-place reload was shown to reproduce the checkpoint exactly on vLLM CPU. MoE models
-# are rebuilt instead: vLLM CPU's fused-MoE layers do not take in-place expert reloads correctly. So are
+# Architectures whose in-place reload was shown to reproduce the checkpoint exactly on vLLM CPU 0.32. MoE models
+# are rebuilt instead: vLLM CPU 0.32's fused-MoE layers do not take in-place expert reloads correctly. So are
 # models with tied embeddings: the reload skips `lm_head` (it is not in the checkpoint) and vLLM keeps the
 # old head's repacked copy, so the served model would mix old and new weights.
 _RELOADABLE = {"qwen2", "llama"}
@@ -32,8 +33,8 @@ def reloadable_in_place(config: dict) -> bool:
 class RolloutWorker:
     """Generates completions with vLLM. Construct with the engine settings; ``load`` a checkpoint first."""
 
-    def __init__(self, engine: dict, threads: int | None = None, device: str = "cpu"):
-        self.engine_args = dict(engine)
+    def __init__(self, engine: EngineSettings, threads: int | None = None, device: str = "cpu"):
+        self.engine = engine
         self.device = device
         self.llm = None
         self.model_path: str | None = None
@@ -44,7 +45,7 @@ class RolloutWorker:
             # Before vLLM is imported: engine in this process, threads under Ray's CPU accounting.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.get("kv_cache_gib", 1)))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.kv_cache_gib))
             if threads:
                 import torch
 
@@ -53,14 +54,20 @@ class RolloutWorker:
     def _build(self, path: str) -> None:
         from vllm import LLM
 
-        args = {k: v for k, v in self.engine_args.items() if k != "kv_cache_gib"}
-        # Lets update_weights reach the running model (actors/weight_sync.py).
-        args.setdefault("worker_extension_cls", "actors.weight_sync.VllmWeightReceiver")
-        # Sampled tokens' logprobs after temperature (and top-p/top-k) processing: the distribution that was
-        # actually sampled, which the trainer recomputes at the same temperature (GRPO's TIS, logprob drift).
-        args.setdefault("logprobs_mode", "processed_logprobs")
+        e = self.engine
+        args = dict(dtype=e.dtype, max_model_len=e.max_model_len, enforce_eager=e.enforce_eager,
+                    gpu_memory_utilization=e.gpu_memory_utilization, tensor_parallel_size=e.tensor_parallel_size,
+                    seed=e.seed,
+                    # Lets update_weights reach the running model (actors/weight_sync.py).
+                    worker_extension_cls="actors.weight_sync.VllmWeightReceiver",
+                    # Sampled tokens' logprobs after temperature (and top-p/top-k) processing: the distribution
+                    # that was actually sampled, which the trainer recomputes at the same temperature (GRPO's
+                    # TIS, logprob drift).
+                    logprobs_mode="processed_logprobs")
+        if e.nccl_weight_transfer:
+            args.update(NCCL_ENGINE_ARGS)
         if self.model_type == "deepseek_v3" and self.device == "cpu":
-            # vLLM's CPU MLA backend rejects the small head dims of CPU-sized models; its plain attention path
+            # vLLM 0.32's CPU MLA backend rejects the small head dims of CPU-sized models; its plain attention path
             # serves the same weights. GPUs keep the MLA kernels.
             os.environ.setdefault("VLLM_MLA_DISABLE", "1")
             rope = json.loads((Path(path) / "config.json").read_text()).get("rope_parameters") or {}
@@ -89,19 +96,19 @@ class RolloutWorker:
         self.model_path, self.version = path, version
         return {"seconds": time.perf_counter() - t0, "reloaded_in_place": reuse, "version": version}
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[Rollout]:
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Rollout]:
         """``sampling.n`` completions per prompt (token ids), ordered prompt by prompt."""
         if self.llm is None:
             raise RuntimeError("RolloutWorker.generate called before load(): no model is being served.")
         self._refuse_during_sync("generate")
-        from vllm import SamplingParams
+        from vllm import SamplingParams as VllmSamplingParams
         from vllm.inputs import TokensPrompt
 
         # vLLM 0.32's CPU runner fails ("CPU Generator does not use offset") when a request with its own seed
         # is caught mid chunked-prefill, so on CPU sampling draws from the engine's generator, seeded once by
         # `rollout.seed`: the same requests in the same order still give the same samples.
         seed = sampling.seed if self.device != "cpu" else None
-        params = SamplingParams(
+        params = VllmSamplingParams(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens, seed=seed,
             logprobs=0 if sampling.logprobs else None, stop_token_ids=sampling.stop_token_ids or None,
@@ -123,11 +130,11 @@ class RolloutWorker:
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float | None]]:
         """Teacher-forced log-probability of every token given its prefix (None for the first token)."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams as VllmSamplingParams
         from vllm.inputs import TokensPrompt
 
         self._refuse_during_sync("prompt_logprobs")
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        params = VllmSamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], params, use_tqdm=False)
         return [[None if d is None else d[t].logprob for d, t in zip(o.prompt_logprobs, s)]
                 for o, s in zip(outputs, sequences)]

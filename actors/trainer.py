@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from actors.types import RLBatch, SFTBatch, StepMetrics
+from actors.losses import entropy_from_logits, grpo_loss, token_logprobs
+from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,34 +94,31 @@ class PolicyTrainer:
                                    auto_mpi_discovery=False, verbose=False)
 
     # ------------------------------------------------------------------ setup
-    def setup(self, model_path: str, train: dict, total_steps: int, micro_batch_size: int, grad_accum: int,
-              rl: dict | None = None, fp8: bool = False) -> dict:
-        """Load the model and build the DeepSpeed engine. ``train`` is the stage's train section (as a dict);
-        ``fp8`` the model spec's flag (FP8 GEMMs in the eligible linears, fp32 master weights).
+    def setup(self, settings: TrainerSettings) -> dict:
+        """Load the model and build the DeepSpeed engine for one stage.
 
-        ``rl`` (RL stages): ``{"grpo": GRPOSpec as a dict, "temperature": sampling temperature}``. RL steps have
-        a varying number of micro-batches, so they mark the accumulation boundary themselves (pass
-        ``grad_accum=1``); with ``grpo.kl_coef > 0`` a frozen copy of the starting model is the reference."""
+        RL stages (``settings.loss`` set) have a varying number of micro-batches per step, so they mark the
+        accumulation boundary themselves (``grad_accum`` 1); with ``loss.kl_coef > 0`` a frozen copy of the
+        starting model is the reference."""
         import deepspeed
 
-        torch.manual_seed(train["seed"] + self.rank)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[train["dtype"]]
+        torch.manual_seed(settings.seed + self.rank)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
         # Master weights stay fp32; DeepSpeed's bf16 mode keeps the compute copy in bf16.
-        model = load_causal_lm(model_path, torch.float32, fp8)
-        self.model_path = model_path
-        optim = train["optim"]
+        model = load_causal_lm(settings.model_path, torch.float32, settings.fp8)
+        self.model_path = settings.model_path
+        optim = settings.optim
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=optim["lr"], betas=tuple(optim["betas"]),
-                                      weight_decay=optim["weight_decay"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(optim["schedule"], optim["warmup_steps"], total_steps, optim["min_lr_ratio"],
-                                 optim["decay_steps"]))
+        optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+            optim.schedule, optim.warmup_steps, settings.total_steps, optim.min_lr_ratio, optim.decay_steps))
+        mbs, accum = settings.micro_batch_size, settings.grad_accum
         ds_config = {
-            "train_micro_batch_size_per_gpu": micro_batch_size,
-            "gradient_accumulation_steps": grad_accum,
-            "train_batch_size": micro_batch_size * grad_accum * self.world_size,
-            "gradient_clipping": optim["grad_clip"] or 0.0,
-            "zero_optimization": {"stage": train["zero_stage"],
+            "train_micro_batch_size_per_gpu": mbs,
+            "gradient_accumulation_steps": accum,
+            "train_batch_size": mbs * accum * self.world_size,
+            "gradient_clipping": optim.grad_clip or 0.0,
+            "zero_optimization": {"stage": settings.zero_stage,
                                   "stage3_gather_16bit_weights_on_model_save": True},
             "bf16": {"enabled": dtype == torch.bfloat16},
             "zero_allow_untested_optimizer": True,  # plain torch AdamW: DeepSpeed's fused ones need CUDA
@@ -129,22 +127,18 @@ class PolicyTrainer:
         }
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds_config)
-        self.micro_batch_size, self.grad_accum = micro_batch_size, grad_accum
-        self.bias_speed = train["router_bias_update_speed"]
+        self.grad_accum = accum
+        self.bias_speed = settings.router_bias_update_speed
         # Our DeepSeek-V3 computes its extra training terms (MTP, optional balance loss) from labels, and
         # balances its experts by moving router biases after every optimizer step.
         self.is_v3 = type(model).__name__ == "DeepseekV3ForCausalLM"
-        self.grpo, self.reference = None, None
-        if rl is not None:
-            from orchestrator.algorithms.grpo import GRPOSpec
-
-            self.grpo, self.temperature = GRPOSpec.model_validate(rl["grpo"]), float(rl["temperature"])
-            if self.grpo.kl_coef > 0:
-                # A full frozen copy on every rank: right for models that fit one device. At scale the reference
-                # belongs in its own ZeRO-3 inference engine (not built yet; see the README's GPU notes).
-                self.reference = load_causal_lm(model_path, dtype, fp8).eval().requires_grad_(False)
+        self.loss, self.reference = settings.loss, None
+        if self.loss is not None and self.loss.kl_coef > 0:
+            # A full frozen copy on every rank: right for models that fit one device. At scale the reference
+            # belongs in its own ZeRO-3 inference engine (not built yet; see the README's GPU notes).
+            self.reference = load_causal_lm(settings.model_path, dtype, settings.fp8).eval().requires_grad_(False)
         n_params = sum(p.numel() for p in model.parameters())
-        return {"parameters": n_params, "zero_stage": train["zero_stage"], "world_size": self.world_size}
+        return {"parameters": n_params, "zero_stage": settings.zero_stage, "world_size": self.world_size}
 
     # ------------------------------------------------------------------ steps
     def sft_step(self, batch: SFTBatch) -> StepMetrics:
@@ -187,18 +181,17 @@ class PolicyTrainer:
                            extra=extra_metrics)
 
     def rl_step(self, batch: RLBatch) -> StepMetrics:
-        """One GRPO optimizer step on this rank's share (``orchestrator.algorithms.grpo.grpo_loss``).
+        """One GRPO optimizer step on this rank's share (``actors.losses.grpo_loss``).
 
         ``batch.normaliser`` is the loss denominator over all ranks, so micro-batch losses add up to the global
         aggregate; DeepSpeed then averages gradients over ranks, which ``world_size`` undoes. Metrics are token-
         weighted means over all ranks."""
-        from orchestrator.algorithms.grpo import grpo_loss
-        from orchestrator.algorithms.losses import entropy_from_logits, token_logprobs
-
-        if self.grpo is None:
-            raise RuntimeError("PolicyTrainer.rl_step called on a trainer set up without `rl` settings.")
+        if self.loss is None:
+            raise RuntimeError("PolicyTrainer.rl_step called on a trainer set up without loss settings (an SFT "
+                               "stage's trainer).")
         t0 = time.perf_counter()
-        engine, spec = self.engine, self.grpo
+        engine, loss_settings = self.engine, self.loss
+        temperature = loss_settings.temperature
         engine.train()
         sums: dict[str, float] = {}
         loss_sum, tokens, ref_seconds = 0.0, 0, 0.0
@@ -206,18 +199,18 @@ class PolicyTrainer:
         for i, mb in enumerate(batch.micro_batches):
             engine.set_gradient_accumulation_boundary(i == last)
             logits = engine(input_ids=mb.input_ids).logits[:, :-1]
-            logprobs = token_logprobs(logits, mb.input_ids[:, 1:], self.temperature)
-            if spec.entropy_coef > 0:
-                entropy = entropy_from_logits(logits, self.temperature)
+            logprobs = token_logprobs(logits, mb.input_ids[:, 1:], temperature)
+            if loss_settings.entropy_coef > 0:
+                entropy = entropy_from_logits(logits, temperature)
             else:  # logged only: no graph
                 with torch.no_grad():
-                    entropy = entropy_from_logits(logits.detach(), self.temperature)
+                    entropy = entropy_from_logits(logits.detach(), temperature)
             ref = None
             if self.reference is not None:
                 t_ref = time.perf_counter()
                 ref = self._logprobs_of(self.reference, mb.input_ids)
                 ref_seconds += time.perf_counter() - t_ref
-            loss, metrics = grpo_loss(spec, logprobs, mb.old_logprobs, mb.advantages, mb.loss_mask,
+            loss, metrics = grpo_loss(loss_settings, logprobs, mb.old_logprobs, mb.advantages, mb.loss_mask,
                                       batch.normaliser, ref_logprobs=ref, rollout_logprobs=mb.rollout_logprobs,
                                       entropy=entropy)
             if mb.rollout_logprobs is not None:
@@ -255,9 +248,7 @@ class PolicyTrainer:
 
     @torch.no_grad()
     def _logprobs_of(self, model, input_ids: torch.Tensor) -> torch.Tensor:
-        from orchestrator.algorithms.losses import token_logprobs
-
-        return token_logprobs(model(input_ids=input_ids).logits[:, :-1], input_ids[:, 1:], self.temperature)
+        return token_logprobs(model(input_ids=input_ids).logits[:, :-1], input_ids[:, 1:], self.loss.temperature)
 
     def _global_token_means(self, sums: dict[str, float], tokens: int) -> dict[str, float]:
         keys = sorted(sums)
@@ -352,14 +343,6 @@ class PolicyTrainer:
         """DeepSpeed checkpoint (weights, optimizer and scheduler state, per rank) for resuming a stage; every rank
         must call this. ``client_state`` is stored with it (the stage's own progress)."""
         self.engine.save_checkpoint(out_dir, tag="state", client_state={"step": self.step, **(client_state or {})})
-
-    def load_state(self, in_dir: str) -> dict:
-        """Restore what ``save_state`` wrote; returns its ``client_state``."""
-        _, client_state = self.engine.load_checkpoint(in_dir, tag="state")
-        if client_state is None:
-            raise FileNotFoundError(f"No trainer state under {in_dir}.")
-        self.step = client_state["step"]
-        return client_state
 
     def parameter_checksum(self) -> float:
         """Sum of all (gathered) parameters: cheap evidence that ranks agree and that training moved weights."""

@@ -1,4 +1,9 @@
-"""Messages between the driver and the Ray roles. Plain slotted dataclasses: Ray pickles them as they are.
+"""Messages between the driver and the Ray roles, and the settings each role is set up with. Plain slotted
+dataclasses: Ray pickles them as they are.
+
+Settings are frozen and have no defaults: the pipeline schema (orchestrator/config.py) is the one source of
+defaults and builds them (``TrainerSpec.settings``, ``GRPOSpec.loss_settings``, ``RolloutEngineSpec.settings``),
+so an actor never re-validates a section or reads a setting by string key.
 
 Shape legend: B sequences in a batch, L padded sequence length, P prompt tokens, R response tokens.
 """
@@ -6,13 +11,96 @@ Shape legend: B sequences in a batch, L padded sequence length, P prompt tokens,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+LossAgg = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]
+"""How per-token losses become one number (actors/losses.py)."""
+KLEstimator = Literal["k1", "k3"]
 
+
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True, slots=True)
+class LossSettings:
+    """The GRPO loss of one micro-batch (``actors.losses.grpo_loss``); built by ``GRPOSpec.loss_settings``."""
+
+    eps_low: float
+    """Ratio clip below: 1 - eps_low."""
+    eps_high: float
+    """Ratio clip above: 1 + eps_high."""
+    agg: LossAgg
+    token_sum_norm: float | None
+    """seq_mean_token_sum's constant divisor (None: 1)."""
+    kl_coef: float
+    """Weight of the KL to the reference policy; 0 means the trainer loads no reference."""
+    kl_estimator: KLEstimator
+    entropy_coef: float
+    tis_cap: float | None
+    """Set when the rollout engine's logprobs are the behaviour policy: the cap of the truncated importance
+    weight. None: the trainer's own old logprobs are the behaviour policy and no weight is applied."""
+    temperature: float
+    """The rollout's sampling temperature: the trainer's logprobs are of softmax(logits / temperature)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OptimSettings:
+    """AdamW and its learning-rate schedule (``actors.trainer.lr_lambda``)."""
+
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    warmup_steps: int
+    schedule: Literal["constant", "cosine", "linear"]
+    min_lr_ratio: float
+    decay_steps: int | None
+    """The decay reaches min_lr_ratio here and holds (None: at the last step)."""
+    grad_clip: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerSettings:
+    """Everything ``PolicyTrainer.setup`` needs; built by ``TrainerSpec.settings`` for one stage."""
+
+    model_path: str
+    """A Hugging Face checkpoint directory."""
+    fp8: bool
+    """DeepSeek-V3's block-wise FP8 GEMMs in the eligible linears (our V3 only)."""
+    dtype: Literal["float32", "bfloat16"]
+    zero_stage: Literal[0, 1, 2, 3]
+    seed: int
+    micro_batch_size: int
+    grad_accum: int
+    """Micro-batches per optimizer step (SFT). RL steps mark their own accumulation boundary: 1."""
+    total_steps: int
+    """Optimizer steps in the stage, for the learning-rate schedule."""
+    router_bias_update_speed: float
+    """DeepSeek-V3 MoE: the auxiliary-loss-free balancing speed; 0 freezes the router bias."""
+    optim: OptimSettings
+    loss: LossSettings | None
+    """RL stages: the GRPO loss. None: the trainer takes only SFT steps."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """A RolloutWorker's vLLM engine (the pipeline's ``rollout:`` section, ``RolloutEngineSpec.settings``)."""
+
+    dtype: Literal["float32", "bfloat16", "float16", "auto"]
+    max_model_len: int
+    enforce_eager: bool
+    gpu_memory_utilization: float
+    kv_cache_gib: int
+    """KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE); GPUs size theirs by gpu_memory_utilization."""
+    tensor_parallel_size: int
+    seed: int
+    nccl_weight_transfer: bool
+    """Build the engine with vLLM's NCCL weight-transfer receiver (actors/weight_sync_nccl.py)."""
+
+
+# ---------------------------------------------------------------------------------------------- messages
 @dataclass(slots=True)
-class SamplingSpec:
-    """How a rollout worker samples. ``temperature == 0`` is greedy."""
+class SamplingParams:
+    """How a rollout worker samples one request. ``temperature == 0`` is greedy."""
 
     n: int = 1
     temperature: float = 1.0

@@ -4,7 +4,7 @@ Contract (the driver runs it; nothing here starts threads or keeps process state
 
 1. Quiesce. The driver syncs only between generation rounds: no ``generate``/``prompt_logprobs`` call may be
    in flight or issued until step 4 has returned on every worker. While a sync is open the engine's layers are
-   half-built (vLLM's layerwise reload parks them on the meta device), so ``RolloutWorker`` refuses to generate.
+   half-built (vLLM 0.32's layerwise reload parks them on the meta device), so ``RolloutWorker`` refuses to generate.
 2. Pull. Every trainer rank calls ``PolicyTrainer.weight_bucket_refs(bucket_mb)`` (under ZeRO-3 all ranks take
    part in the gather). Rank 0 returns an ordered list of Ray object refs, one ``ray.put`` per bucket; a bucket
    is a list of ``(Hugging Face checkpoint name, CPU tensor)`` pairs of about ``bucket_mb`` MB, in state-dict
@@ -19,14 +19,14 @@ Contract (the driver runs it; nothing here starts threads or keeps process state
    the CPU fused-MoE kernels (see ``_refresh_moe_kernels``), clears the prefix cache, and only then does the
    worker adopt ``version``. Every Rollout it generates afterwards carries that version.
 
-Why one open sync over several RPCs rather than one ``reload_weights`` per bucket: vLLM's layerwise reload
+Why one open sync over several RPCs rather than one ``reload_weights`` per bucket: vLLM 0.32's layerwise reload
 processes a layer only once *all* of its weights have arrived, and at the end of a reload it puts back the old
 tensors of layers that received nothing and processes partly loaded layers with uninitialised remainders. So a
 layer split over two per-bucket reloads would be served half garbage. Opening the reload once, feeding every
 bucket through ``model.load_weights`` and finalising once lets layers complete across bucket boundaries, while
 each layer is processed (and its buffered tensors freed) as soon as it is complete.
 
-Not supported in place: tied input/output embeddings. The checkpoint has no ``lm_head`` and vLLM CPU keeps the
+Not supported in place: tied input/output embeddings. The checkpoint has no ``lm_head`` and vLLM CPU 0.32 keeps the
 old head's repacked copy, so the served model would mix old and new weights; ``update_weights`` raises
 ``InPlaceSyncUnsupported`` before touching the engine, and the caller falls back to ``save_hf`` + ``load(path)``.
 """
@@ -136,14 +136,14 @@ class VllmWeightReceiver:
         model = runner.get_model()
         finalize_layerwise_reload(model, runner.vllm_config.model_config)
         _refresh_moe_kernels(model)
-        # The same caches vLLM's own reload_weights invalidates.
+        # The same caches vLLM 0.32's own reload_weights invalidates.
         runner.reset_lora_state()
         runner.reset_encoder_cache()
         runner.reset_mm_cache()
 
 
 class _RotaryFilter(logging.Filter):
-    """Rotary embeddings have cache buffers but no checkpoint weights, so vLLM's layerwise reload warns
+    """Rotary embeddings have cache buffers but no checkpoint weights, so vLLM 0.32's layerwise reload warns
     "<X>RotaryEmbedding: Failed to load weights" on every sync and puts the (unchanged) caches back. Expected
     here; any other layer's warning still shows."""
 

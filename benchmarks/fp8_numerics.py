@@ -94,19 +94,20 @@ def compare_checkpoint(checkpoint: Path, rows: list[dict], synthetic, max_tokens
     return out
 
 
-def short_sft(init_model: Path, train: dict, sft_rows: list[dict], steps: int, threads: int) -> dict:
+def short_sft(init_model: Path, train, sft_rows: list[dict], steps: int, threads: int) -> dict:
+    """``train``: the stage's SFTTrainSpec."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(init_model))
-    examples = [e for e in (encode_sft(tokenizer, r, train["max_seq_len"]) for r in sft_rows) if e is not None]
-    grad_accum = train["batch_size"] // train["micro_batch_size"]
+    examples = [e for e in (encode_sft(tokenizer, r, train.max_seq_len) for r in sft_rows) if e is not None]
+    grad_accum = train.batch_size // train.micro_batch_size
     curves = {}
     for mode in ("fp32", "fp8"):
         trainer = PolicyTrainer(rank=0, world_size=1, threads=threads)
         trainer.init_distributed("127.0.0.1", _free_port())  # a no-op after the first mode
-        trainer.setup(str(init_model), train, steps, train["micro_batch_size"], grad_accum, fp8=mode == "fp8")
+        trainer.setup(train.settings(str(init_model), total_steps=steps, grad_accum=grad_accum, fp8=mode == "fp8"))
         t0, losses = time.perf_counter(), []
-        for _, batch in _batches(examples, train["batch_size"], steps, train["seed"]):
+        for _, batch in _batches(examples, train.batch_size, steps, train.seed):
             losses.append(trainer.sft_step(_shard(batch, 1, tokenizer.pad_token_id)[0]).loss)
             if len(losses) % 25 == 0:
                 print(f"{mode} step {len(losses)} loss {losses[-1]:.4f}", flush=True)
@@ -155,7 +156,7 @@ def main() -> None:
     result = {"checkpoint": compare_checkpoint(checkpoint, eval_rows, spec.datasets[eval_name].synthetic,
                                                args.max_tokens)}
     if args.sft_steps:
-        train = stage.train.model_dump()
+        train = stage.train
         sft_rows = [r for ref in stage.data for r in read_rows(args.run_dir / "datasets" / f"{ref.name}.jsonl")]
         curves = short_sft(args.run_dir / "models" / stage.model.name, train, sft_rows, args.sft_steps,
                            args.threads)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from rewards.sandbox import Limits, Sandbox
+from rewards.isolation.sandbox import Limits, Sandbox
 
 PROGRAM = "print(input())"
 SIZES = (1, 10, 100)

@@ -43,7 +43,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from actors.rollout import RolloutWorker
-    from actors.types import SamplingSpec
+    from actors.types import SamplingParams
+    from orchestrator.config import RolloutEngineSpec
     from orchestrator.data.chat import encode_prompt
     from orchestrator.data.synthetic import make_split
     from rewards.registry import get_reward
@@ -51,16 +52,15 @@ def main() -> None:
     task = {"digits": args.digits} | ({"ops": tuple(args.ops)} if args.ops else {})
     rows = make_split("eval", args.problems, **task)
     grade = get_reward("math")
-    worker = RolloutWorker({"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True},
-                           threads=2)
+    worker = RolloutWorker(RolloutEngineSpec(max_model_len=512).settings(), threads=2)
     for path in args.checkpoints:
         tokenizer = AutoTokenizer.from_pretrained(path)
         worker.load(path, 0)
         prompts = [encode_prompt(tokenizer, r) for r in rows]
         entry = {}
         for label, n, temperature in (("greedy", 1, 0.0), ("sampled", args.n, 1.0)):
-            spec = SamplingSpec(n=n, temperature=temperature, max_tokens=args.max_tokens, seed=0, logprobs=False,
-                                stop_token_ids=[tokenizer.eos_token_id])
+            spec = SamplingParams(n=n, temperature=temperature, max_tokens=args.max_tokens, seed=0, logprobs=False,
+                                  stop_token_ids=[tokenizer.eos_token_id])
             per_prompt = defaultdict(list)
             for r in worker.generate(prompts, spec):
                 per_prompt[r.prompt_index].append(r)

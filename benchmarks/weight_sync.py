@@ -51,9 +51,9 @@ def main() -> None:
 
     from actors.weight_sync import sync_weights
     from orchestrator.cluster import spawn_rollout, spawn_trainers
-    from orchestrator.config import ClusterSpec, InitSpec, RoleResources, RolloutEngineSpec, TrainSpec
+    from orchestrator.config import ClusterSpec, InitSpec, RoleResources, RolloutEngineSpec, SFTTrainSpec
     from orchestrator.data.synthetic import make_split
-    from orchestrator.models import materialize
+    from orchestrator.fresh_model import materialize
 
     rows = make_split("sft", 300, digits=2)
     init = InitSpec.model_validate({"arch": "deepseek_v3", "config": model_config(args.hidden, args.layers),
@@ -70,9 +70,9 @@ def main() -> None:
              runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
              configure_logging=False, log_to_driver=False)
     trainers = spawn_trainers(cluster.trainer, cluster)
-    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=512).model_dump())
-    train = TrainSpec(steps=1, batch_size=1, micro_batch_size=1).model_dump()
-    trainers.call("setup", str(path), train, 1, 1, 1)
+    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=512).settings())
+    train = SFTTrainSpec(steps=1, batch_size=1, micro_batch_size=1)
+    trainers.call("setup", train.settings(str(path), total_steps=1, grad_accum=1, fp8=False))
     rollout.call("load", str(path), 0)
 
     times: dict[str, list[float]] = {"in-memory sync": [], "checkpoint sync": [], "plain copy": []}

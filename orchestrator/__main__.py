@@ -8,36 +8,20 @@ import logging
 import sys
 from pathlib import Path
 
-from orchestrator.config import PipelineSpec
+from orchestrator.config import ROLE_CLASSES, PipelineSpec
 from orchestrator.yaml_errors import PipelineError, load_pipeline
 
 
-def stage_actors(stage, spec: PipelineSpec) -> dict[str, object]:
-    """Role → resources for the actors a stage holds while it runs."""
-    roles = {}
-    if stage.kind == "sft":
-        roles["trainer"] = spec.cluster.trainer
-        if stage.eval is not None or stage.early_stopping is not None:
-            roles["rollout"] = spec.cluster.rollout
-    elif stage.kind == "eval":
-        roles["rollout"] = spec.cluster.rollout
-    elif stage.kind == "rl":
-        roles = {"rollout": spec.cluster.rollout, "trainer": spec.cluster.trainer, "reward": spec.cluster.reward}
-    elif stage.kind == "rejection_sampling":
-        roles = {"rollout": spec.cluster.rollout, "reward": spec.cluster.reward}
-    return roles
-
-
 def plan(spec: PipelineSpec) -> str:
-    from orchestrator.cluster import ROLE_CLASSES
-
+    """Stages, the actors each holds while it runs (its declared ``roles``) and what they ask of the cluster."""
     lines = [f"pipeline {spec.name}: {len(spec.stages)} stage(s), run one at a time"]
     peak_cpu = peak_gpu = 0.0
     for i, stage in enumerate(spec.stages, 1):
         data = ", ".join(str(d) for d in getattr(stage, "data", []))
         lines.append(f"  {i}. {stage.name} ({stage.kind})  model: {stage.model}" + (f"  data: {data}" if data else ""))
         cpu = gpu = 0.0
-        for role, res in stage_actors(stage, spec).items():
+        for role in stage.roles:
+            res = spec.cluster.resources(role)
             lines.append(f"       {res.workers} x {ROLE_CLASSES[role]:<14} {res.cpus:g} CPU, {res.gpus:g} GPU each")
             cpu, gpu = cpu + res.workers * res.cpus, gpu + res.workers * res.gpus
         lines.append(f"       asks the cluster for {cpu:g} CPU, {gpu:g} GPU")

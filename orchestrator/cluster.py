@@ -17,12 +17,12 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from orchestrator.config import ClusterSpec, RoleResources
+from actors.types import EngineSettings
+from orchestrator.config import ROLE_CLASSES, ClusterSpec, Role, RoleResources
 from orchestrator.loopback import resolve_address
+from rewards.config import RewardSpec
 
 log = logging.getLogger(__name__)
-
-ROLE_CLASSES = {"trainer": "PolicyTrainer", "rollout": "RolloutWorker", "reward": "RewardWorker"}
 
 
 def _project_root() -> str:
@@ -74,7 +74,7 @@ def _needed_cpus(cluster: ClusterSpec) -> int:
 class ActorGroup:
     """The actors of one role in one stage, and the placement group they live in."""
 
-    role: str
+    role: Role
     actors: list[Any]
     pg: Any = field(repr=False)
 
@@ -92,7 +92,7 @@ class ActorGroup:
         remove_placement_group(self.pg)
 
 
-def spawn_group(role: str, cls: type, res: RoleResources, cluster: ClusterSpec, make_args) -> ActorGroup:
+def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec, make_args) -> ActorGroup:
     """Reserve ``res.workers`` bundles, then start one ``cls`` actor per bundle with ``make_args(rank)``."""
     bundles = [{"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {})} for _ in range(res.workers)]
     pg = placement_group(bundles, strategy="PACK" if cluster.placement == "pack" else "SPREAD")
@@ -128,7 +128,7 @@ def spawn_trainers(res: RoleResources, cluster: ClusterSpec) -> ActorGroup:
     return group
 
 
-def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: dict) -> ActorGroup:
+def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: EngineSettings) -> ActorGroup:
     from actors.rollout import RolloutWorker
 
     device = "cuda" if res.gpus else "cpu"
@@ -137,7 +137,8 @@ def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: dict) -> Act
                        lambda rank: ((engine,), {"threads": threads, "device": device}))
 
 
-def spawn_rewards(res: RoleResources, cluster: ClusterSpec, specs: list[dict], deadline_s: float) -> ActorGroup:
+def spawn_rewards(res: RoleResources, cluster: ClusterSpec, specs: list[RewardSpec], deadline_s: float
+                  ) -> ActorGroup:
     """RewardWorkers, each scoring with a pool of one process per whole CPU it reserves (at least one)."""
     from actors.reward import RewardWorker
 

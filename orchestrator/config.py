@@ -8,11 +8,13 @@ every problem into a message with its YAML path and line (see ``orchestrator.yam
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from actors.types import EngineSettings, LossSettings, OptimSettings, TrainerSettings
 from orchestrator.algorithms.grpo import GRPOSpec
+from orchestrator.arch_defaults import check_dense_config
 from orchestrator.section import Section
 from rewards.config import RewardSpec, parse_specs
 
@@ -51,12 +53,20 @@ class RoleResources(Section):
     threads: int | None = Field(None, ge=1, description="torch threads per actor on CPU (default: cpus)")
 
 
+Role = Literal["trainer", "rollout", "reward"]
+ROLE_CLASSES: dict[Role, str] = {"trainer": "PolicyTrainer", "rollout": "RolloutWorker", "reward": "RewardWorker"}
+"""The actor class each role runs (actors/trainer.py, actors/rollout.py, actors/reward.py)."""
+
+
 class ClusterSpec(Section):
     rollout: RoleResources = RoleResources()
     trainer: RoleResources = RoleResources()
     reward: RoleResources = RoleResources(cpus=0.5)
     placement: Literal["pack", "spread"] = "pack"
     ready_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a placement group")
+
+    def resources(self, role: Role) -> RoleResources:
+        return getattr(self, role)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -75,8 +85,6 @@ class InitSpec(Section):
 
     @model_validator(mode="after")
     def _servable(self) -> InitSpec:
-        from orchestrator.models import check_dense_config   # models.py imports this module
-
         check_dense_config(self.arch, self.config)
         return self
 
@@ -184,6 +192,11 @@ class OptimSpec(Section):
                                     "stage can then train on at the final rate until its held-out score plateaus")
     grad_clip: float | None = Field(1.0, gt=0)
 
+    def settings(self) -> OptimSettings:
+        return OptimSettings(lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
+                             warmup_steps=self.warmup_steps, schedule=self.schedule, min_lr_ratio=self.min_lr_ratio,
+                             decay_steps=self.decay_steps, grad_clip=self.grad_clip)
+
 
 class EarlyStopping(Section):
     """Evaluate every ``every_steps`` on ``eval`` data; stop after ``patience`` evaluations without a gain of
@@ -210,8 +223,17 @@ class TrainerSpec(Section):
     router_bias_update_speed: float = Field(
         1e-3, ge=0, description="DeepSeek-V3 MoE: auxiliary-loss-free balancing speed (gamma); 0 freezes the bias")
 
+    def settings(self, model_path: str, *, total_steps: int, grad_accum: int, fp8: bool,
+                 loss: LossSettings | None = None) -> TrainerSettings:
+        """What ``PolicyTrainer.setup`` gets for one stage: this section plus what the stage works out (the
+        model's checkpoint and ``fp8`` flag, its optimizer steps, micro-batches per step, RL's loss)."""
+        return TrainerSettings(
+            model_path=model_path, fp8=fp8, dtype=self.dtype, zero_stage=self.zero_stage, seed=self.seed,
+            micro_batch_size=self.micro_batch_size, grad_accum=grad_accum, total_steps=total_steps,
+            router_bias_update_speed=self.router_bias_update_speed, optim=self.optim.settings(), loss=loss)
 
-class TrainSpec(TrainerSpec):
+
+class SFTTrainSpec(TrainerSpec):
     """SFT: one optimizer step consumes ``batch_size`` sequences, split over data-parallel ranks and micro-batches."""
 
     epochs: float | None = Field(None, gt=0)
@@ -219,7 +241,7 @@ class TrainSpec(TrainerSpec):
     batch_size: int = Field(32, ge=1)
 
     @model_validator(mode="after")
-    def _length(self) -> TrainSpec:
+    def _length(self) -> SFTTrainSpec:
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of 'epochs' or 'steps'")
         return self
@@ -230,9 +252,15 @@ class SFTStage(Section):
     name: str
     model: RefField
     data: list[RefField] = Field(min_length=1)
-    train: TrainSpec
+    train: SFTTrainSpec
     early_stopping: EarlyStopping | None = None
     eval: EvalSpec | None = None
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        """The roles whose actors the stage holds while it runs: ``plan`` prints them and the stage can spawn no
+        other (``StageContext.spawn``). Rollout workers serve the candidates of early stopping and the eval."""
+        return ("trainer", "rollout") if self.eval is not None or self.early_stopping is not None else ("trainer",)
 
 
 class EvalStage(Section):
@@ -241,8 +269,10 @@ class EvalStage(Section):
     model: RefField
     eval: EvalSpec
 
+    roles: ClassVar[tuple[Role, ...]] = ("rollout",)
 
-class RLSamplingSpec(Section):
+
+class RolloutSamplingSpec(Section):
     """How rollouts are sampled during RL (evaluation has its own settings)."""
 
     temperature: float = Field(1.0, gt=0)
@@ -274,7 +304,7 @@ class RLStage(Section):
     steps: int = Field(ge=1)
     prompts_per_step: int = Field(16, ge=1)
     grpo: GRPOSpec = GRPOSpec()
-    sampling: RLSamplingSpec = RLSamplingSpec()
+    sampling: RolloutSamplingSpec = RolloutSamplingSpec()
     train: TrainerSpec = TrainerSpec()
     reward_deadline_s: float = Field(30.0, gt=0, description="hard wall-clock limit per sample")
     sync_every: int = Field(1, ge=1, description="push weights to the rollout workers every k optimizer steps")
@@ -286,6 +316,8 @@ class RLStage(Section):
     checkpoint_every: int | None = Field(None, ge=1, description="HF checkpoint + trainer state every k steps")
     dev_eval: PeriodicEval | None = None
     eval: EvalSpec | None = None
+
+    roles: ClassVar[tuple[Role, ...]] = ("rollout", "trainer", "reward")
 
     @model_validator(mode="after")
     def _consistent(self) -> RLStage:
@@ -347,11 +379,13 @@ class RejectionSamplingStage(Section):
     prompts: int | None = Field(None, ge=1, description="use at most this many prompts (first ones)")
     rewards: list[RewardSpec] = Field(min_length=1)
     n: int = Field(4, ge=1, description="completions sampled per prompt")
-    sampling: RLSamplingSpec = RLSamplingSpec()
+    sampling: RolloutSamplingSpec = RolloutSamplingSpec()
     filters: RSFilters = RSFilters()
     mix: list[MixSpec] = []
     chunk_prompts: int = Field(512, ge=1, description="prompts per generation round (progress and memory)")
     reward_deadline_s: float = Field(30.0, gt=0, description="hard wall-clock limit per sample")
+
+    roles: ClassVar[tuple[Role, ...]] = ("rollout", "reward")
 
     @model_validator(mode="after")
     def _consistent(self) -> RejectionSamplingStage:
@@ -366,7 +400,7 @@ class RejectionSamplingStage(Section):
         return self
 
 
-Stage = Annotated[Union[SFTStage, EvalStage, RLStage, RejectionSamplingStage], Field(discriminator="kind")]
+StageSpec = Annotated[Union[SFTStage, EvalStage, RLStage, RejectionSamplingStage], Field(discriminator="kind")]
 PRODUCES_CHECKPOINT = {"sft", "rl"}
 PRODUCES_DATA = {"rejection_sampling"}
 
@@ -383,6 +417,12 @@ class RolloutEngineSpec(Section):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards the model over (one worker)")
     seed: int = 0
 
+    def settings(self, nccl_weight_transfer: bool = False) -> EngineSettings:
+        return EngineSettings(dtype=self.dtype, max_model_len=self.max_model_len, enforce_eager=self.enforce_eager,
+                              gpu_memory_utilization=self.gpu_memory_utilization, kv_cache_gib=self.kv_cache_gib,
+                              tensor_parallel_size=self.tensor_parallel_size, seed=self.seed,
+                              nccl_weight_transfer=nccl_weight_transfer)
+
 
 class PipelineSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -391,7 +431,7 @@ class PipelineSpec(Section):
     rollout: RolloutEngineSpec = RolloutEngineSpec()
     models: dict[str, ModelSpec] = Field(min_length=1)
     datasets: dict[str, DatasetSpec] = {}
-    stages: list[Stage] = Field(min_length=1)
+    stages: list[StageSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _engine_fits_worker(self) -> PipelineSpec:

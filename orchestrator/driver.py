@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestrator import cluster
 from orchestrator.config import PipelineSpec
-from orchestrator.report import RunDir, fingerprint
+from orchestrator.run_dir import RunDir, fingerprint
 from orchestrator.stages import eval as eval_stage
 from orchestrator.stages import rejection, rl, sft
 from orchestrator.stages.context import StageContext
@@ -70,7 +70,7 @@ def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline
     with cluster.connect(address, spec.cluster):
         for stage in pending:
             log.info("stage %s (%s): starting", stage.name, stage.kind)
-            ctx = StageContext(spec, run, stage.name)
+            ctx = StageContext(spec, run, stage)
             t0 = time.perf_counter()
             try:
                 result = STAGES[stage.kind](stage, ctx)

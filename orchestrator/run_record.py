@@ -1,8 +1,8 @@
 """What a run directory says about a run, read defensively for the report (orchestrator/run_report.py).
 
 ``load_run`` turns summary.json, pipeline.yaml and each stage's status.json, metrics.jsonl and eval.json into
-``Run``/``Stage`` records; a missing or torn file leaves a field empty, never raises. The helpers below derive
-what the report plots: a stage's time split into phases, its pass@1 and cons@k keys, dev points, the
+``RunRecord``/``StageRecord`` records; a missing or torn file leaves a field empty, never raises. The helpers below
+derive what the report plots: a stage's time split into phases, its pass@1 and cons@k keys, dev points, the
 rejection-sampling filter report.
 """
 
@@ -22,7 +22,7 @@ REST = "rest of the stage (actors, loading, saving, final eval)"
 
 
 @dataclass
-class Stage:
+class StageRecord:
     """One stage as the run directory records it; ``records`` are its metrics.jsonl lines."""
 
     name: str
@@ -41,10 +41,10 @@ class Stage:
 
 
 @dataclass
-class Run:
+class RunRecord:
     pipeline: str
     status: str
-    stages: list[Stage]
+    stages: list[StageRecord]
 
 # ---------------------------------------------------------------------------------------------- reading
 def number(x) -> float | None:
@@ -95,7 +95,7 @@ def _planned_stages(spec: dict) -> list[tuple[str, str]]:
     return [(str(s["name"]), str(s.get("kind", "?"))) for s in stages if isinstance(s, dict) and "name" in s]
 
 
-def load_run(run_dir: Path) -> Run:
+def load_run(run_dir: Path) -> RunRecord:
     """The run's stages in pipeline order: those the summary records, then any the pipeline names that never
     ran (status ``not run``) or have no record yet."""
     summary = as_dict(_read_json(run_dir / "summary.json"))
@@ -110,17 +110,17 @@ def load_run(run_dir: Path) -> Run:
         entry = recorded.get(name) or as_dict(_read_json(run_dir / name / "status.json"))
         sdir = run_dir / name
         default = ("running" if status == "running" else "unfinished") if sdir.is_dir() else "not run"
-        stages.append(Stage(
+        stages.append(StageRecord(
             name=name, kind=str(entry.get("kind") or kinds.get(name, "?")), status=str(entry.get("status") or default),
             seconds=number(entry.get("seconds")), metrics=as_dict(entry.get("metrics")),
             eval=as_dict(entry.get("eval")) or as_dict(_read_json(sdir / "eval.json")),
             artifacts=as_dict(entry.get("artifacts")), error=entry.get("error") or None,
             records=_read_jsonl(sdir / "metrics.jsonl")))
     name = summary.get("pipeline") or spec.get("name") or run_dir.name
-    return Run(pipeline=str(name), status=status, stages=stages)
+    return RunRecord(pipeline=str(name), status=status, stages=stages)
 
 # ---------------------------------------------------------------------------------------------- derived numbers
-def time_breakdown(stage: Stage) -> dict[str, float]:
+def time_breakdown(stage: StageRecord) -> dict[str, float]:
     """Seconds of a stage by phase; the phases add up to the stage's recorded seconds.
 
     RL: the per-step phase timings summed over steps; what happened between steps (dev evaluations,
@@ -161,16 +161,16 @@ def _loop_seconds(timed: list[dict], records: list[dict]) -> float | None:
     return max(0.0, max(ends) - min(starts)) if starts and ends else None
 
 
-def pass_at_1(stage: Stage) -> float | None:
+def pass_at_1(stage: StageRecord) -> float | None:
     return number(stage.eval.get("pass@1"))
 
 
-def cons_keys(stage: Stage) -> list[str]:
+def cons_keys(stage: StageRecord) -> list[str]:
     return sorted((k for k in stage.eval if k.startswith("cons@") and number(stage.eval[k]) is not None),
                   key=lambda k: (len(k), k))
 
 
-def headline(run: Run) -> dict:
+def headline(run: RunRecord) -> dict:
     """Total seconds, the last succeeded stage with a pass@1 ("final"), the first SFT stage with one
     ("baseline") and the gain between them."""
     scored = [s for s in run.stages if s.status == "succeeded" and pass_at_1(s) is not None]
@@ -182,7 +182,7 @@ def headline(run: Run) -> dict:
     return out
 
 
-def dev_points(stage: Stage) -> list[tuple[float, float]]:
+def dev_points(stage: StageRecord) -> list[tuple[float, float]]:
     """Held-out pass@1 by step: the stage summary's curve (RL's includes step 0), else the metrics records."""
     curve = stage.metrics.get("dev_curve") or stage.metrics.get("early_stopping")
     points = []
@@ -195,7 +195,7 @@ def dev_points(stage: Stage) -> list[tuple[float, float]]:
     return points or [(r["step"], r["dev_pass@1"]) for r in stage.rows("dev_pass@1")]
 
 
-def filter_report(stage: Stage) -> dict | None:
+def filter_report(stage: StageRecord) -> dict | None:
     """A rejection-sampling stage's ``filter_report`` (candidates, kept, dropped by reason, mixed_in)."""
     report = as_dict(stage.metrics.get("filter_report"))
     return report or None

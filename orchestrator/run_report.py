@@ -25,8 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.run_record import (BETWEEN_STEPS, DEV_EVAL, REST, Run, Stage, as_dict, number, cons_keys, dev_points,
-                                     filter_report, headline, load_run, pass_at_1, time_breakdown)
+from orchestrator.run_record import (BETWEEN_STEPS, DEV_EVAL, REST, RunRecord, StageRecord, as_dict, cons_keys,
+                                     dev_points, filter_report, headline, load_run, number, pass_at_1, time_breakdown)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _finish(ax, handles: list | None = None, labels: list | None = None) -> None
               frameon=False)
 
 
-def _plot_rl_reward(ax, stage: Stage) -> None:
+def _plot_rl_reward(ax, stage: StageRecord) -> None:
     rows = stage.rows("reward_mean")
     x, y = _xy(rows, "reward_mean")
     ax.plot(x, y, color="C0", lw=2, marker=_marker(x), ms=3, label="reward mean")
@@ -93,7 +93,7 @@ def _plot_rl_reward(ax, stage: Stage) -> None:
     _finish(ax)
 
 
-def _plot_rl_length(ax, stage: Stage) -> None:
+def _plot_rl_length(ax, stage: StageRecord) -> None:
     rows = stage.rows("response_length_mean")
     x, y = _xy(rows, "response_length_mean")
     ax.plot(x, y, color="C0", lw=2, marker=_marker(x), ms=3, label="mean")
@@ -105,7 +105,7 @@ def _plot_rl_length(ax, stage: Stage) -> None:
     _finish(ax)
 
 
-def _plot_sft(ax, stage: Stage) -> None:
+def _plot_sft(ax, stage: StageRecord) -> None:
     x, y = _xy(stage.rows("loss"), "loss")
     ax.plot(x, y, color="C0", lw=1.8, label="train loss")
     ax.set(title=f"{stage.name} (sft)", xlabel="SFT step", ylabel="loss")
@@ -126,14 +126,14 @@ def _plot_sft(ax, stage: Stage) -> None:
     _finish(ax, handles, labels)
 
 
-def _panels(stages: list[Stage], plot) -> str:
+def _panels(stages: list[StageRecord], plot) -> str:
     fig, axes = _grid(len(stages))
     for ax, stage in zip(axes, stages):
         plot(ax, stage)
     return _png(fig)
 
 
-def _fig_eval(stages: list[Stage]) -> str:
+def _fig_eval(stages: list[StageRecord]) -> str:
     keys = ["pass@1"] + sorted({k for s in stages for k in cons_keys(s)}, key=lambda k: (len(k), k))
     fig = Figure(figsize=(max(6.0, 1.1 * len(stages) * len(keys) + 2), 4.0), layout="constrained")
     ax = fig.add_subplot()
@@ -154,7 +154,7 @@ def _fig_eval(stages: list[Stage]) -> str:
     return _png(fig)
 
 
-def _fig_time(rows: list[tuple[Stage, dict[str, float]]]) -> str:
+def _fig_time(rows: list[tuple[StageRecord, dict[str, float]]]) -> str:
     phases: list[str] = []
     for _, parts in rows:
         phases += [p for p in parts if p not in phases]
@@ -180,7 +180,7 @@ def _fig_time(rows: list[tuple[Stage, dict[str, float]]]) -> str:
     return _png(fig)
 
 
-def _fig_filter(panels: list[tuple[Stage, dict]]) -> str:
+def _fig_filter(panels: list[tuple[StageRecord, dict]]) -> str:
     bars = [_filter_bars(report) for _, report in panels]
     fig, axes = _grid(len(panels), width=7.0, height=1.4 + 0.38 * max(len(b) for b in bars), max_cols=2)
     for ax, (stage, report), items in zip(axes, panels, bars):
@@ -241,7 +241,7 @@ def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
-def _missing(what: str, stages: list[Stage]) -> str:
+def _missing(what: str, stages: list[StageRecord]) -> str:
     return _note(f"{what}: " + ", ".join(f"{s.name} ({s.status})" for s in stages) + ".") if stages else ""
 
 
@@ -258,7 +258,7 @@ def _fmt(x, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _steps_section(stages: list[Stage], kind: str, key: str, plot, alt: str) -> str:
+def _steps_section(stages: list[StageRecord], kind: str, key: str, plot, alt: str) -> str:
     """One panel per stage of ``kind`` that logged ``key``; a note names the stages that logged nothing."""
     of_kind = [s for s in stages if s.kind == kind]
     drawn = [s for s in of_kind if s.rows(key)]
@@ -266,14 +266,14 @@ def _steps_section(stages: list[Stage], kind: str, key: str, plot, alt: str) -> 
     return (_img(_panels(drawn, plot), alt) if drawn else "") + gap
 
 
-def _eval_section(stages: list[Stage]) -> str:
+def _eval_section(stages: list[StageRecord]) -> str:
     scored = [s for s in stages if pass_at_1(s) is not None]
     if not scored:
         return _note("No stage has an evaluation yet.")
     return _img(_fig_eval(scored), "pass@1 and cons@k per stage")
 
 
-def _time_section(stages: list[Stage]) -> str:
+def _time_section(stages: list[StageRecord]) -> str:
     rows = [(s, b) for s in stages if (b := time_breakdown(s))]
     if not rows:
         return _note("No stage has recorded its time yet.")
@@ -283,7 +283,7 @@ def _time_section(stages: list[Stage]) -> str:
         "a stage's recorded seconds is 'rest of the stage'.")
 
 
-def _filter_section(stages: list[Stage]) -> str:
+def _filter_section(stages: list[StageRecord]) -> str:
     rs = [s for s in stages if s.kind == "rejection_sampling"]
     panels = [(s, r) for s in rs if (r := filter_report(s)) and _filter_bars(r)]
     gap = _missing("No filter report for", [s for s in rs if s not in [p for p, _ in panels]])
@@ -292,7 +292,7 @@ def _filter_section(stages: list[Stage]) -> str:
     return (_img(_fig_filter(panels), "rejection-sampling filter counts") if panels else "") + counts + gap
 
 
-def _table(stages: list[Stage]) -> str:
+def _table(stages: list[StageRecord]) -> str:
     head = ["stage", "kind", "status", "seconds", "pass@1", "cons@k", "mean response tokens",
             "per-domain pass@1", "artifacts"]
     rows = []
@@ -320,7 +320,7 @@ def _last_line(text) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _header(run: Run) -> str:
+def _header(run: RunRecord) -> str:
     top = headline(run)
     counts: dict[str, int] = {}
     for s in run.stages:
@@ -350,7 +350,7 @@ def _guarded(title: str, build) -> tuple[str, str]:
         return title, _note(f"Could not be drawn: {type(e).__name__}: {e}")
 
 
-def render(run: Run) -> str:
+def render(run: RunRecord) -> str:
     stages, kinds = run.stages, {s.kind for s in run.stages}
     sections = []
     if "rl" in kinds:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
-from rewards.pool import RewardPool
+from rewards.isolation.pool import RewardPool
 from rewards.registry import describe_reward, list_rewards
 
 _CHUNK = 256  # lines scored per pool call: bounds memory on large files

@@ -26,8 +26,8 @@ from collections import Counter
 from typing import Any, Mapping
 
 from rewards.base import RewardResult, as_text, failure
-from rewards.sandbox import Limits, Sandbox, SandboxRun
-from rewards.sandbox_harness import output_digest
+from rewards.isolation.sandbox import Limits, Sandbox, SandboxRun
+from rewards.isolation.sandbox_harness import output_digest
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
 _PYTHON_TAGS = {"python", "python3", "py", "py3"}

@@ -34,9 +34,9 @@ import string
 from typing import Any, Callable, Mapping
 
 from rewards.base import RewardResult, as_text, failure
-from rewards.math_extract import answer_region
+from rewards.math_checker.extract import answer_region
 
-MAX_ANSWER_CHARS = 20_000  # far above any answer these tasks want; bounds the work on hostile output
+MAX_CHECKED_CHARS = 20_000  # far above any answer these tasks want; bounds the work on hostile output
 _MAX_CONSTRAINTS = 64
 _MAX_LIST = 1_000
 _PUNCTUATION = string.punctuation + "“”‘’«»…"
@@ -166,8 +166,8 @@ class InstructionReward:
         answer, how = answer_region(as_text(completion))
         if answer is None:
             return failure("no_answer", "The reasoning never ends (no </think>), so there is no answer.")
-        if len(answer) > MAX_ANSWER_CHARS:
-            return RewardResult(0.0, {"met": [], "violation": f"The answer is longer than {MAX_ANSWER_CHARS} "
+        if len(answer) > MAX_CHECKED_CHARS:
+            return RewardResult(0.0, {"met": [], "violation": f"The answer is longer than {MAX_CHECKED_CHARS} "
                                                               "characters; no constraint was checked."})
         met, failed = [], {}
         for name, value in constraints.items():

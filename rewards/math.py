@@ -1,14 +1,14 @@
 r"""`math`: 1.0 when the completion's final answer equals the sample's `answer`, else 0.0.
 
-Pipeline: extract the answer (math_extract: `<answer>` block, last `\boxed{}`, answer phrases, bold, a
-trailing expression; never the `<think>` block) → normalise and structure both answers (math_parse) →
-compare (math_compare). Plain numbers, text and their sets/tuples are decided in-process in microseconds;
+Pipeline: extract the answer (math_checker.extract: `<answer>` block, last `\boxed{}`, answer phrases, bold, a
+trailing expression; never the `<think>` block) → normalise and structure both answers (math_checker.parse) →
+compare (math_checker.compare). Plain numbers, text and their sets/tuples are decided in-process in microseconds;
 anything that needs sympy runs in a forked child of a warm helper process with a hard wall-clock and memory
-bound per comparison (rewards/bounded.py), so `5^{5^{5^{5}}}` or 200 kB of garbage returns within
+bound per comparison (rewards/isolation/bounded.py), so `5^{5^{5^{5}}}` or 200 kB of garbage returns within
 `timeout_s` with `details["error"] = "timeout"` or `"parse_error"`.
 
 Numbers: exact values compare exactly; where a side is a decimal, values agree to a relative 1e-9 or the
-decimal shows ≥ 4 significant digits and the other value rounds to it (see math_compare for the rule).
+decimal shows ≥ 4 significant digits and the other value rounds to it (see math_checker.compare for the rule).
 Percent signs, degree marks, currency, thousands separators and trailing unit words are normalised away;
 `50\%` matches both `50` and `0.5`, `30^\circ` matches `30` and `\frac{\pi}{6}`.
 
@@ -24,10 +24,11 @@ from collections import OrderedDict
 from typing import Any, Mapping
 
 from rewards.base import RewardResult, as_text, failure
-from rewards.bounded import BoundedCaller
-from rewards.math_compare import FastJudge, Undecided, equivalent
-from rewards.math_extract import MAX_ANSWER_CHARS, choice_letter, extract_answer, find_boxed
-from rewards.math_parse import AnswerParseError, Node, parse_answer
+from rewards.isolation.bounded import BoundedCaller
+from rewards.math_checker.compare import FastJudge, Undecided, equivalent
+from rewards.math_checker import MAX_ANSWER_CHARS
+from rewards.math_checker.extract import choice_letter, extract_answer, find_boxed
+from rewards.math_checker.parse import AnswerParseError, Node, parse_answer
 
 _LETTER_GOLD_RE = re.compile(r"^\(?\s*([A-J])\s*\)?\.?$")
 
@@ -49,7 +50,7 @@ class MathReward:
         self.answer_key = answer_key
         self.require_boxed = require_boxed
         self.cache_size = cache_size
-        self._caller = BoundedCaller("rewards.math_sympy:judge", memory_mb=memory_mb)
+        self._caller = BoundedCaller("rewards.math_checker.sympy_judge:judge", memory_mb=memory_mb)
         # GRPO samples several completions per prompt, and many share a final answer.
         self._cache: OrderedDict[tuple[str, str], RewardResult] = OrderedDict()
 

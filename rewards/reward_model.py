@@ -5,7 +5,7 @@ loads `AutoModelForSequenceClassification` from a local `path` (one output, `num
 Skywork-Reward, ArmoRM's scalar head or any Bradley-Terry RM trained with TRL or OpenRLHF) and maps its logit
 to a score: `sigmoid((logit - shift) / scale)` by default, or the affine value itself with `mapping: raw`.
 
-Where it runs. Per-sample rewards run in the RewardWorker's pool of processes (rewards/pool.py), one copy
+Where it runs. Per-sample rewards run in the RewardWorker's pool of processes (rewards/isolation/pool.py), one copy
 per process and one sample at a time; a model there would be loaded `num_procs` times and never batched.
 This class sets `in_host = True`, so the pool builds it once in the RewardWorker's own process (a Ray actor,
 holding whatever `cluster.reward` reserved: with `gpus: 1` Ray gives it the GPU, and `device: auto` uses
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rewards.base import RewardResult, as_text, failure
-from rewards.math_extract import answer_region
+from rewards.math_checker.extract import answer_region
 
 _CHARS_PER_TOKEN = 32  # text beyond this many characters per allowed token is cut before tokenising
 _MAX_PROMPT_CHARS = 200_000

@@ -24,7 +24,7 @@ def sft_rows() -> list[dict]:
 def tiny_checkpoint(tmp_path_factory, sft_rows) -> Path:
     """A 2-layer Qwen2 with random weights and a BPE tokenizer trained on the synthetic SFT rows."""
     from orchestrator.config import InitSpec
-    from orchestrator.models import materialize
+    from orchestrator.fresh_model import materialize
 
     init = InitSpec.model_validate({
         "arch": "qwen2", "seed": 0,
@@ -40,7 +40,7 @@ def tiny_checkpoint(tmp_path_factory, sft_rows) -> Path:
 def tiny_v3(tmp_path_factory, sft_rows) -> Path:
     """Our DeepSeek-V3 at its tiny default size, with a BPE tokenizer trained on the synthetic SFT rows."""
     from orchestrator.config import InitSpec
-    from orchestrator.models import materialize
+    from orchestrator.fresh_model import materialize
 
     init = InitSpec.model_validate({"arch": "deepseek_v3", "config": {"hidden_size": 64},
                                     "tokenizer": {"vocab_size": 400, "train_on": ["sft"]}})

@@ -26,7 +26,6 @@ E4M3 rounding: FP8 numerics, without the speed.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from dataclasses import dataclass
@@ -36,14 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fp8_format import AMAX_FLOOR, BLOCK, E4M3_MAX
 from .layers import LinearFactory
 
 log = logging.getLogger(__name__)
-
-BLOCK = 128
-E4M3_MAX = 448.0
-AMAX_FLOOR = 1e-12
-"""An all-zero tile gets this amax: its scale stays finite and its values quantise to 0."""
 
 
 @dataclass(frozen=True)
@@ -129,9 +124,10 @@ class _TorchOps:
 def triton_kernels():
     """The Triton kernel module, or None when Triton is not installed (the torch reference then runs)."""
     try:
-        return importlib.import_module(".fp8_kernels", __package__)
+        from . import fp8_kernels
     except ImportError:
         return None
+    return fp8_kernels
 
 
 def ops_for(recipe: FP8Recipe, x: torch.Tensor):

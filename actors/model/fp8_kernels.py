@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .fp8 import AMAX_FLOOR, BLOCK, E4M3_MAX
+from .fp8_format import AMAX_FLOOR, BLOCK, E4M3_MAX
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 """Whether these kernels were built for Triton's CPU interpreter (Triton decides when a kernel is defined)."""

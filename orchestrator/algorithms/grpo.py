@@ -1,4 +1,4 @@
-"""GRPO: group-relative advantages, the algorithm's configuration, and the loss wired to it. Pure PyTorch.
+"""GRPO: group-relative advantages and the algorithm's settings (``GRPOSpec``). Pure PyTorch.
 
 Shape legend: N samples in a rollout batch (prompts x n), B sequences of one micro-batch, T response tokens.
 
@@ -20,7 +20,7 @@ a dotted path ``package.module:function``. An estimator maps (rewards [N] float6
 0..G-1, eps) to advantages [N].
 
 The loss terms and their aggregation, including how a trainer normalises across ranks and micro-batches, are
-in ``orchestrator.algorithms.losses``; ``grpo_loss`` applies them with a ``GRPOSpec``.
+the trainer's (``actors.losses``); ``GRPOSpec.loss_settings`` hands it the settings they need.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
-from orchestrator.algorithms.losses import KLEstimator, LossAgg, policy_loss
+from actors.types import KLEstimator, LossAgg, LossSettings
 from orchestrator.section import Section
 
 AdvantageFn = Callable[[Tensor, Tensor, float], Tensor]
 
-# The one registry here: users choose advantage estimators from an open set (STYLE point 5).
+# A registry because users choose advantage estimators from an open set, their own included.
 _ESTIMATORS: dict[str, AdvantageFn] = {}
 
 
@@ -170,17 +170,9 @@ class GRPOSpec(Section):
                              "remove it or change loss_agg.")
         return self
 
-
-def grpo_loss(spec: GRPOSpec, logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor, mask: Tensor,
-              normaliser: float | None = None, *, ref_logprobs: Tensor | None = None,
-              rollout_logprobs: Tensor | None = None, entropy: Tensor | None = None,
-              ) -> tuple[Tensor, dict[str, float]]:
-    """``losses.policy_loss`` with the spec's settings. Shapes and ``normaliser`` as there."""
-    if spec.logprobs_source == "rollout" and rollout_logprobs is None:
-        raise ValueError("logprobs_source is 'rollout', so the loss needs the rollout engine's logprobs.")
-    use_tis = spec.logprobs_source == "rollout"
-    return policy_loss(
-        logprobs, old_logprobs, advantages, mask, spec.eps_low, spec.eps_high, spec.loss_agg, normaliser,
-        token_sum_norm=spec.token_sum_norm, ref_logprobs=ref_logprobs, kl_coef=spec.kl_coef,
-        kl_estimator=spec.kl_estimator, entropy=entropy, entropy_coef=spec.entropy_coef,
-        rollout_logprobs=rollout_logprobs if use_tis else None, tis_cap=spec.tis_cap if use_tis else None)
+    def loss_settings(self, temperature: float) -> LossSettings:
+        """What the trainer's loss needs of these settings; ``temperature`` is the stage's sampling temperature."""
+        return LossSettings(
+            eps_low=self.eps_low, eps_high=self.eps_high, agg=self.loss_agg, token_sum_norm=self.token_sum_norm,
+            kl_coef=self.kl_coef, kl_estimator=self.kl_estimator, entropy_coef=self.entropy_coef,
+            tis_cap=self.tis_cap if self.logprobs_source == "rollout" else None, temperature=temperature)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from actors.types import RLBatch, RLMicroBatch
-from orchestrator.algorithms.losses import LossAgg, loss_normaliser
+from actors.losses import loss_normaliser
+from actors.types import LossAgg, RLBatch, RLMicroBatch
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ def synthetic_rows(s: SyntheticSpec) -> list[dict]:
 
 def run_artifact(source: RunArtifact) -> Path:
     """The file a finished stage of another run directory recorded as its artifact."""
-    from orchestrator.report import RunDir
+    from orchestrator.run_dir import RunDir
 
     return RunDir(Path(source.run_dir), "").artifact(source.stage, source.artifact)
 

@@ -187,10 +187,6 @@ def training_split(prompt: str) -> str:
     return "sft" if int(hashlib.sha1(prompt.encode()).hexdigest()[8:16], 16) % 2 == 0 else "rl"
 
 
-def is_held_out(prompt: str) -> bool:
-    return held_out_split(prompt) is not None
-
-
 def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple[str, ...] = OPS,
                mul_methods: tuple[str, ...] = ("long",), worked: float = 1.0) -> list[dict]:
     """Rows of one split. ``sft`` rows carry ``response``; all rows carry ``prompt``, ``answer``, ``domain``.

@@ -1,15 +1,21 @@
-"""What a stage is given: its own directory and metrics log, the cluster and engine sections, and resolvers
-that turn references (``tiny``, ``{from: cold_start}``) into checkpoint paths and dataset rows."""
+"""What a stage is given: its own directory and metrics log, the cluster and engine settings, the actors of the
+roles it declares, and resolvers that turn references (``tiny``, ``{from: cold_start}``) into checkpoint paths
+and dataset rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref
+from actors.types import EngineSettings
+from orchestrator import cluster
+from orchestrator.cluster import ActorGroup
+from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Role, StageSpec
 from orchestrator.data import loading
-from orchestrator.report import MetricsLog, RunDir, write_json
+from orchestrator.fresh_model import materialize
+from orchestrator.run_dir import MetricsLog, RunDir, write_json
+from rewards.config import RewardSpec
 
 
 @dataclass
@@ -21,16 +27,36 @@ class StageResult:
 
 
 class StageContext:
-    def __init__(self, spec: PipelineSpec, run: RunDir, stage_name: str):
+    def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec):
         self._spec = spec
         self.run = run
-        self.name = stage_name
-        self.dir = run.stage_dir(stage_name)
+        self.name = stage.name
+        self.kind = stage.kind
+        self.roles: tuple[Role, ...] = stage.roles
+        self.dir = run.stage_dir(stage.name)
         self.cluster: ClusterSpec = spec.cluster
-        self.engine: dict = spec.rollout.model_dump()
+        self.engine: EngineSettings = spec.rollout.settings()
         self.seed = spec.seed
         # A stage that runs starts over (resuming mid-stage is not implemented yet): stale metrics go.
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage_name, fresh=True)
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name, fresh=True)
+
+    # ------------------------------------------------------------------ actors
+    def spawn_trainers(self) -> ActorGroup:
+        """The stage's PolicyTrainer ranks, joined into one torch.distributed group."""
+        return cluster.spawn_trainers(self._resources("trainer"), self.cluster)
+
+    def spawn_rollout(self, nccl_weight_transfer: bool = False) -> ActorGroup:
+        """The stage's RolloutWorkers; ``nccl_weight_transfer`` builds their engines with vLLM's NCCL receiver."""
+        engine = replace(self.engine, nccl_weight_transfer=nccl_weight_transfer)
+        return cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine)
+
+    def spawn_rewards(self, specs: list[RewardSpec], deadline_s: float) -> ActorGroup:
+        return cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s)
+
+    def _resources(self, role: Role):
+        # A stage spawns only what its spec declares, so `plan` (which prints the declaration) cannot drift.
+        assert role in self.roles, f"stage {self.name!r} ({self.kind}) spawns a {role} but declares {self.roles}"
+        return self.cluster.resources(role)
 
     # ------------------------------------------------------------------ references
     def dataset_path(self, ref: Ref) -> Path:
@@ -55,8 +81,6 @@ class StageContext:
             from huggingface_hub import snapshot_download
 
             return Path(snapshot_download(spec.hub, revision=spec.revision))
-        from orchestrator.models import materialize
-
         texts = (f"{r.get('prompt', '')}\n{r.get('response', '')}"
                  for ds in spec.init.tokenizer.train_on for r in self.rows(Ref(name=ds)))
         return materialize(ref.name, spec.init, texts, self.run.root / "models" / ref.name)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 
-from actors.types import SamplingSpec
-from orchestrator.cluster import ActorGroup, spawn_rollout
+from actors.types import SamplingParams
+from orchestrator.cluster import ActorGroup
 from orchestrator.config import EvalSpec, EvalStage
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.fanout import by_prompt, generate_sharded
-from rewards.math_extract import extract_answer
+from rewards.math_checker.extract import extract_answer
 from rewards.registry import get_reward
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
                          f"(domain -> reward name), e.g. {{{missing[0]}: math}}.")
     grade = {d: get_reward(graders[d]) for d in domains}
     prompts = [encode_prompt(tokenizer, r) for r in rows]
-    sampling = SamplingSpec(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False,
-                            stop_token_ids=[tokenizer.eos_token_id])
+    sampling = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False,
+                              stop_token_ids=[tokenizer.eos_token_id])
     rollouts = generate_sharded(rollout, prompts, sampling)
     groups = by_prompt(rollouts)
     lengths, truncated = [], 0
@@ -100,7 +100,7 @@ def _mean(xs: list[float]) -> float:
 def run(stage: EvalStage, ctx: StageContext) -> StageResult:
     """The ``eval`` stage: serve the model on rollout workers and evaluate it."""
     model_path = ctx.model_path(stage.model)
-    rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
+    rollout = ctx.spawn_rollout()
     try:
         rollout.call("load", str(model_path), 0)
         result = evaluate(rollout, ctx.tokenizer(model_path), ctx.eval_rows(stage.eval), stage.eval,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from actors.reward import RewardScores
-from actors.types import Rollout, SamplingSpec
+from actors.types import Rollout, SamplingParams
 from orchestrator.cluster import ActorGroup
 
 
@@ -15,7 +15,7 @@ def even_bounds(n: int, parts: int) -> list[int]:
     return [n * i // parts for i in range(parts + 1)]
 
 
-def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: SamplingSpec) -> list[Rollout]:
+def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: SamplingParams) -> list[Rollout]:
     """Split prompts evenly over the rollout workers; results come back in prompt order."""
     k = len(rollout.actors)
     bounds = even_bounds(len(prompts), k)

@@ -28,8 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from actors.types import Rollout, SamplingSpec
-from orchestrator.cluster import spawn_rewards, spawn_rollout
+from actors.types import Rollout, SamplingParams
 from orchestrator.config import RejectionSamplingStage, RSFilters
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
@@ -65,7 +64,7 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
     rows = [row for ref in stage.data for row in ctx.rows(ref)]
     if stage.prompts is not None:
         rows = rows[: stage.prompts]
-    limit = ctx.engine["max_model_len"] - stage.sampling.max_tokens
+    limit = ctx.engine.max_model_len - stage.sampling.max_tokens
     prompts = [(row, ids) for row in rows if len(ids := encode_prompt(tokenizer, row)) <= limit]
     if len(prompts) < len(rows):
         log.warning("%s: %d of %d prompts leave no room for %d new tokens within max_model_len and are skipped",
@@ -75,16 +74,15 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
     source = _source(stage, ctx, model_path)
     log.info("%s: %d prompts x %d samples from %s (policy version %s)", stage.name, len(prompts), stage.n,
              source["checkpoint"], source["policy_version"])
-    sampling = SamplingSpec(n=stage.n, temperature=stage.sampling.temperature, top_p=stage.sampling.top_p,
-                            max_tokens=stage.sampling.max_tokens, seed=None, logprobs=False,
-                            stop_token_ids=[tokenizer.eos_token_id])
+    sampling = SamplingParams(n=stage.n, temperature=stage.sampling.temperature, top_p=stage.sampling.top_p,
+                              max_tokens=stage.sampling.max_tokens, seed=None, logprobs=False,
+                              stop_token_ids=[tokenizer.eos_token_id])
     curator = Curator(stage.filters, {s.component for s in stage.rewards}, stage.name)
-    rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
+    rollout = ctx.spawn_rollout()
     rewards = None
     t_gen = t_reward = 0.0
     try:
-        rewards = spawn_rewards(ctx.cluster.reward, ctx.cluster, [r.model_dump() for r in stage.rewards],
-                                stage.reward_deadline_s)
+        rewards = ctx.spawn_rewards(stage.rewards, stage.reward_deadline_s)
         rollout.call("load", str(model_path), int(source["policy_version"]))
         bar = tqdm(total=len(prompts), desc=f"{stage.name} (rejection sampling)", unit="prompt", mininterval=2.0,
                    dynamic_ncols=True)

@@ -31,14 +31,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from actors.types import Rollout, SamplingSpec
+from actors.types import Rollout, SamplingParams
 from actors.weight_sync import in_memory_sync_problem, sync_weights
-from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
 from actors.weight_sync_nccl import WeightPlan, init_nccl_sync, nccl_available, sync_weights_nccl
 from orchestrator.algorithms.grpo import compute_advantages
 from orchestrator.algorithms.packing import TrainSequence, shard, unshard
 from orchestrator.algorithms.sampling import filter_groups, refill, select_groups, split_minibatches
-from orchestrator.cluster import ActorGroup, spawn_rewards, spawn_rollout, spawn_trainers
+from orchestrator.cluster import ActorGroup
 from orchestrator.config import ClusterSpec, RLStage
 from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
@@ -127,22 +126,19 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
     sync_mode = choose_weight_sync(stage, ctx.cluster, json.loads((Path(model_path) / "config.json").read_text()))
     groups: list[ActorGroup] = []
     try:
-        trainers = spawn_trainers(ctx.cluster.trainer, ctx.cluster)
+        trainers = ctx.spawn_trainers()
         groups.append(trainers)
-        engine = {**ctx.engine, **NCCL_ENGINE_ARGS} if sync_mode == "nccl" else ctx.engine
-        rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, engine)
+        rollout = ctx.spawn_rollout(nccl_weight_transfer=sync_mode == "nccl")
         groups.append(rollout)
-        rewards = spawn_rewards(ctx.cluster.reward, ctx.cluster, [r.model_dump() for r in stage.rewards],
-                                stage.reward_deadline_s)
+        rewards = ctx.spawn_rewards(stage.rewards, stage.reward_deadline_s)
         groups.append(rewards)
-        info = trainers.call("setup", str(model_path), stage.train.model_dump(), optimizer_steps,
-                             stage.train.micro_batch_size, 1,
-                             rl={"grpo": stage.grpo.model_dump(), "temperature": stage.sampling.temperature},
-                             fp8=ctx.fp8(stage.model))[0]
+        loss = stage.grpo.loss_settings(temperature=stage.sampling.temperature)
+        info = trainers.call("setup", stage.train.settings(str(model_path), total_steps=optimizer_steps,
+                                                           grad_accum=1, fp8=ctx.fp8(stage.model), loss=loss))[0]
         rollout.call("load", str(model_path), 0)
         # Once per stage, after the engines have loaded: vLLM attaches its NCCL receiver to the loaded model.
         nccl_plan = init_nccl_sync(trainers, rollout, stage.sync_bucket_mb) if sync_mode == "nccl" else None
-        loop = _Loop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
+        loop = GRPOLoop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
                      sync_mode, nccl_plan)
         summary = loop.run()
         final = ctx.dir / "checkpoint"
@@ -163,7 +159,7 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
 def _prompt_rows(stage: RLStage, ctx: StageContext, tokenizer) -> list[dict]:
     """Prompt rows whose prompt plus the generation budget fit the trainer's and the engine's length limits."""
     rows = [row for ref in stage.data for row in ctx.rows(ref)]
-    limit = min(stage.train.max_seq_len, ctx.engine["max_model_len"]) - stage.sampling.max_tokens
+    limit = min(stage.train.max_seq_len, ctx.engine.max_model_len) - stage.sampling.max_tokens
     if limit <= 0:
         raise ValueError(f"Stage {stage.name!r}: sampling.max_tokens={stage.sampling.max_tokens} leaves no room "
                          f"for a prompt within min(train.max_seq_len, rollout.max_model_len).")
@@ -209,13 +205,9 @@ def choose_weight_sync(stage: RLStage, cluster: ClusterSpec, model_config: dict,
     return "checkpoint"
 
 
-def supports_in_memory_sync(model_path: Path) -> bool:
-    """Whether vLLM can take this model's weights in place exactly (see actors/weight_sync.py); otherwise the
-    stage syncs through a checkpoint on disk."""
-    return in_memory_sync_problem(json.loads((Path(model_path) / "config.json").read_text())) is None
+class GRPOLoop:
+    """The steps of one RL stage over its actor groups: collect scored groups, train, sync, record."""
 
-
-class _Loop:
     def __init__(self, stage: RLStage, ctx: StageContext, trainers: ActorGroup, rollout: ActorGroup,
                  rewards: ActorGroup, tokenizer, sampler: PromptSampler, sync_mode: str,
                  nccl_plan: WeightPlan | None = None):
@@ -226,9 +218,9 @@ class _Loop:
         self.served_version = 0   # the version the rollout workers serve
         self.trained_tokens = 0   # prompt + response tokens in the last step's batch
         self.sync_mode, self.nccl_plan = sync_mode, nccl_plan  # choose_weight_sync; init_nccl_sync's plan
-        self.sampling = SamplingSpec(n=stage.grpo.n, temperature=stage.sampling.temperature,
-                                     top_p=stage.sampling.top_p, max_tokens=stage.sampling.max_tokens,
-                                     seed=None, logprobs=True, stop_token_ids=[tokenizer.eos_token_id])
+        self.sampling = SamplingParams(n=stage.grpo.n, temperature=stage.sampling.temperature,
+                                       top_p=stage.sampling.top_p, max_tokens=stage.sampling.max_tokens,
+                                       seed=None, logprobs=True, stop_token_ids=[tokenizer.eos_token_id])
         self.dev_rows = []
         if stage.dev_eval is not None:
             self.dev_rows = ctx.rows(stage.dev_eval.data)[: stage.dev_eval.limit]

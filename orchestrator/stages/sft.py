@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from actors.types import SFTBatch
-from orchestrator.cluster import ActorGroup, spawn_rollout, spawn_trainers
+from orchestrator.cluster import ActorGroup
 from orchestrator.config import SFTStage
 from orchestrator.data.chat import SFTExample, encode_sft, pad_batch
 from orchestrator.stages.context import StageContext, StageResult
@@ -87,14 +87,14 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
     log.info("%s: %d examples (%d dropped as too long), %d steps of %d sequences on %d rank(s)", stage.name,
              len(examples), len(rows) - len(examples), steps, train.batch_size, world)
 
-    trainers = spawn_trainers(ctx.cluster.trainer, ctx.cluster)
+    trainers = ctx.spawn_trainers()
     rollout: ActorGroup | None = None
     try:
-        info = trainers.call("setup", str(model_path), train.model_dump(), steps, train.micro_batch_size,
-                             grad_accum, fp8=ctx.fp8(stage.model))[0]
+        info = trainers.call("setup", train.settings(str(model_path), total_steps=steps, grad_accum=grad_accum,
+                                                     fp8=ctx.fp8(stage.model)))[0]
         stopper = None
         if stage.early_stopping is not None:
-            rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
+            rollout = ctx.spawn_rollout()
             stopper = _EarlyStopper(stage.early_stopping.patience, stage.early_stopping.min_delta,
                                     stage.early_stopping.min_steps)
         last = _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer)
@@ -113,7 +113,7 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
         result = StageResult(metrics=metrics, artifacts={"checkpoint": ctx.relative(final)})
         if stage.eval is not None:
             if rollout is None:
-                rollout = spawn_rollout(ctx.cluster.rollout, ctx.cluster, ctx.engine)
+                rollout = ctx.spawn_rollout()
             rollout.call("load", str(final), last["step"])
             result.eval = evaluate(rollout, tokenizer, ctx.eval_rows(stage.eval), stage.eval, seed=ctx.seed)
             ctx.write_eval(result.eval)

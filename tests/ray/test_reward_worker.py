@@ -9,6 +9,7 @@ import pytest
 
 from actors.reward import RewardScores, RewardWorker
 from rewards.base import RewardResult
+from rewards.config import RewardSpec
 
 
 def stall(completion: str, sample: dict) -> RewardResult:
@@ -68,7 +69,7 @@ def test_reward_worker_as_ray_actor(ray_local) -> None:
 
 
 def test_reward_worker_without_ray() -> None:
-    worker = RewardWorker([{"name": "format"}], num_procs=1, deadline_s=10)
+    worker = RewardWorker([RewardSpec(name="format")], num_procs=1, deadline_s=10)
     try:
         result = worker.score(["<think>a</think>b", "b"], [{}, {}])
         assert result.scores == [1.0, 0.0] and result.errors == 0 and result.timeouts == 0

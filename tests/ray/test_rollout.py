@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from actors.types import SamplingSpec
+from actors.types import SamplingParams
 from orchestrator.cluster import spawn_rollout
 from orchestrator.config import ClusterSpec, RoleResources, RolloutEngineSpec
 from orchestrator.data.chat import encode_prompt
@@ -15,7 +15,7 @@ from orchestrator.data.chat import encode_prompt
 @pytest.fixture(scope="module")
 def rollout(ray_local):
     cluster = ClusterSpec(rollout=RoleResources(workers=1, cpus=1, threads=1))
-    group = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
+    group = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).settings())
     yield group
     group.shutdown()
 
@@ -32,7 +32,7 @@ def test_generates_n_samples_with_logprobs(rollout, tiny_checkpoint, sft_rows):
     [info] = rollout.call("load", str(tiny_checkpoint), 3)
     assert info["version"] == 3
     prompts = [encode_prompt(tok, r) for r in sft_rows[:5]]
-    [out] = rollout.call("generate", prompts, SamplingSpec(n=3, temperature=1.0, max_tokens=16, seed=0))
+    [out] = rollout.call("generate", prompts, SamplingParams(n=3, temperature=1.0, max_tokens=16, seed=0))
     assert len(out) == 15 and [r.prompt_index for r in out] == [i for i in range(5) for _ in range(3)]
     for r in out:
         assert r.prompt_ids == prompts[r.prompt_index] and r.policy_version == 3
@@ -51,7 +51,7 @@ def test_in_place_reload_matches_the_checkpoint(rollout, tiny_checkpoint, sft_ro
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
     seq = encode_prompt(tok, sft_rows[0]) + tok(sft_rows[0]["response"], add_special_tokens=False)["input_ids"]
     rollout.call("load", str(tiny_checkpoint), 0)
-    greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=12)
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=12)
     [[before]] = rollout.call("generate", [seq[:20]], greedy)
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint))
@@ -93,4 +93,4 @@ def test_generate_before_load_is_a_clear_error(ray_local):
     from actors.rollout import RolloutWorker
 
     with pytest.raises(RuntimeError, match="before load"):
-        RolloutWorker({"dtype": "float32"}).generate([[1, 2]], SamplingSpec())
+        RolloutWorker(RolloutEngineSpec().settings()).generate([[1, 2]], SamplingParams())

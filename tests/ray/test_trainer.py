@@ -10,14 +10,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.trainer import PolicyTrainer, lr_lambda
 from orchestrator.cluster import spawn_trainers
-from orchestrator.config import ClusterSpec, RoleResources, TrainSpec
+from orchestrator.config import ClusterSpec, RoleResources, SFTTrainSpec
 from orchestrator.data.chat import encode_sft
 from orchestrator.stages.sft import _shard
 
 
-def _train_cfg(zero_stage: int) -> dict:
-    return TrainSpec(steps=10, batch_size=8, micro_batch_size=2, zero_stage=zero_stage,
-                     optim={"lr": 3e-3, "schedule": "constant", "grad_clip": 1.0}).model_dump()
+def _settings(path, zero_stage: int, micro_batch_size: int = 2):
+    spec = SFTTrainSpec(steps=10, batch_size=8, micro_batch_size=micro_batch_size, zero_stage=zero_stage,
+                        optim={"lr": 3e-3, "schedule": "constant", "grad_clip": 1.0})
+    return spec.settings(str(path), total_steps=10, grad_accum=2, fp8=False)
 
 
 def _batch(tiny_checkpoint, sft_rows, n=8):
@@ -32,7 +33,7 @@ def test_two_ranks_learn_in_lockstep_and_export(ray_local, tiny_checkpoint, sft_
     group = spawn_trainers(cluster.trainer, cluster)
     try:
         # batch 8 = 2 ranks x 2 micro-batches x 2 sequences: gradient accumulation is exercised too.
-        group.call("setup", str(tiny_checkpoint), _train_cfg(zero_stage), 10, 2, 2)
+        group.call("setup", _settings(tiny_checkpoint, zero_stage))
         before = group.call("parameter_checksum")
         examples, pad = _batch(tiny_checkpoint, sft_rows)
         losses = []
@@ -62,7 +63,7 @@ def test_loss_is_a_global_token_mean(ray_local, tiny_checkpoint, sft_rows):
     cluster = ClusterSpec(trainer=RoleResources(workers=1, cpus=1, threads=1))
     group = spawn_trainers(cluster.trainer, cluster)
     try:
-        group.call("setup", str(tiny_checkpoint), _train_cfg(2), 10, 4, 2)
+        group.call("setup", _settings(tiny_checkpoint, 2, micro_batch_size=4))
         examples, pad = _batch(tiny_checkpoint, sft_rows)
         [batch] = _shard(examples, 1, pad)
         [metrics] = group.call("sft_step", batch)

@@ -31,9 +31,10 @@ def _sequences(tok, rows) -> list[TrainSequence]:
 
 def _trainers(path, ranks: int, grpo: GRPOSpec, lr: float = 1e-3, zero_stage: int = 2):
     train = TrainerSpec(micro_batch_size=2, zero_stage=zero_stage,
-                        optim={"lr": lr, "schedule": "constant", "grad_clip": None}).model_dump()
+                        optim={"lr": lr, "schedule": "constant", "grad_clip": None})
     group = spawn_trainers(_cluster(ranks).trainer, _cluster(ranks))
-    group.call("setup", str(path), train, 10, 2, 1, rl={"grpo": grpo.model_dump(), "temperature": 1.0})
+    group.call("setup", train.settings(str(path), total_steps=10, grad_accum=1, fp8=False,
+                                       loss=grpo.loss_settings(temperature=1.0)))
     return group
 
 

@@ -8,9 +8,9 @@ from transformers import AutoTokenizer
 
 from actors.model import DeepseekV3ForCausalLM
 from orchestrator.cluster import spawn_rollout, spawn_trainers
-from orchestrator.config import ClusterSpec, RoleResources, RolloutEngineSpec, TrainSpec
+from orchestrator.config import ClusterSpec, RoleResources, RolloutEngineSpec, SFTTrainSpec
 from orchestrator.data.chat import encode_prompt, encode_sft
-from orchestrator.models import materialize
+from orchestrator.fresh_model import materialize
 from orchestrator.stages.sft import _shard
 from tests.conftest import teacher_forced
 
@@ -21,11 +21,11 @@ def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp
                           rollout=RoleResources(workers=1, cpus=1, threads=1))
     tok = AutoTokenizer.from_pretrained(str(tiny_v3))
     examples = [encode_sft(tok, r, 256) for r in sft_rows[:8]]
-    train = TrainSpec(steps=6, batch_size=8, micro_batch_size=4, zero_stage=zero_stage,
-                      optim={"lr": 3e-3, "schedule": "constant"}).model_dump()
+    train = SFTTrainSpec(steps=6, batch_size=8, micro_batch_size=4, zero_stage=zero_stage,
+                         optim={"lr": 3e-3, "schedule": "constant"})
     trainers = spawn_trainers(cluster.trainer, cluster)
     try:
-        trainers.call("setup", str(tiny_v3), train, 6, 4, 2)
+        trainers.call("setup", train.settings(str(tiny_v3), total_steps=6, grad_accum=2, fp8=False))
         steps = [trainers.call("sft_step", _shard(examples, 1, tok.pad_token_id)[0])[0] for _ in range(6)]
         out = tmp_path / "ckpt"
         trainers.call("save_hf", str(out))
@@ -40,7 +40,7 @@ def test_v3_trains_balances_and_serves_in_vllm(ray_local, tiny_v3, sft_rows, tmp
     assert any(b.abs().sum() > 0 for b in biases), "the exported checkpoint lost the trained router biases"
     seq = encode_prompt(tok, sft_rows[3]) + tok(sft_rows[3]["response"], add_special_tokens=False)["input_ids"]
     ours = teacher_forced(model, seq)
-    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
+    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).settings())
     try:
         rollout.call("load", str(out), 6)
         [[served]] = rollout.call("prompt_logprobs", [seq])
@@ -63,7 +63,7 @@ def test_make_run_model_is_served_exactly(ray_local, sft_rows, tmp_path):
     seq = list(range(5, 80))
     ours = teacher_forced(model, seq)
     cluster = ClusterSpec(rollout=RoleResources(workers=1, cpus=1, threads=1))
-    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).model_dump())
+    rollout = spawn_rollout(cluster.rollout, cluster, RolloutEngineSpec(max_model_len=256).settings())
     try:
         rollout.call("load", str(path), 0)
         [[served]] = rollout.call("prompt_logprobs", [seq])

@@ -9,12 +9,12 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.model import DeepseekV3ForCausalLM
-from actors.types import SamplingSpec
+from actors.types import SamplingParams
 from actors.weight_sync import sync_weights
 from orchestrator.cluster import spawn_rollout, spawn_trainers
-from orchestrator.config import ClusterSpec, InitSpec, RoleResources, RolloutEngineSpec, TrainSpec
+from orchestrator.config import ClusterSpec, InitSpec, RoleResources, RolloutEngineSpec, SFTTrainSpec
 from orchestrator.data.chat import encode_prompt, encode_sft
-from orchestrator.models import materialize
+from orchestrator.fresh_model import materialize
 from orchestrator.stages.sft import _shard
 from tests.conftest import teacher_forced
 
@@ -25,7 +25,7 @@ BUCKET_MB = 0.05  # small enough that layers straddle buckets, which the receive
 
 @pytest.fixture(scope="module")
 def rollout(ray_local):
-    group = spawn_rollout(CLUSTER.rollout, CLUSTER, RolloutEngineSpec(max_model_len=256).model_dump())
+    group = spawn_rollout(CLUSTER.rollout, CLUSTER, RolloutEngineSpec(max_model_len=256).settings())
     yield group
     group.shutdown()
 
@@ -34,10 +34,10 @@ def _trained(path, sft_rows, zero_stage: int, steps: int = 3):
     """A trainer on ``path`` whose weights ``steps`` optimizer steps have moved away from the checkpoint."""
     tok = AutoTokenizer.from_pretrained(str(path))
     examples = [encode_sft(tok, r, 256) for r in sft_rows[:8]]
-    train = TrainSpec(steps=steps, batch_size=8, micro_batch_size=4, zero_stage=zero_stage,
-                      optim={"lr": 3e-3, "schedule": "constant"}).model_dump()
+    train = SFTTrainSpec(steps=steps, batch_size=8, micro_batch_size=4, zero_stage=zero_stage,
+                         optim={"lr": 3e-3, "schedule": "constant"})
     trainers = spawn_trainers(CLUSTER.trainer, CLUSTER)
-    trainers.call("setup", str(path), train, steps, 4, 2)
+    trainers.call("setup", train.settings(str(path), total_steps=steps, grad_accum=2, fp8=False))
     for _ in range(steps):
         trainers.call("sft_step", _shard(examples, 1, tok.pad_token_id)[0])
     return trainers, tok
@@ -50,7 +50,7 @@ def _sync_and_check(rollout, trainers, tok, served_path, sft_rows, tmp_path, loa
 
     info = sync_weights(trainers, rollout, version=7, bucket_mb=BUCKET_MB)
     [[served]] = rollout.call("prompt_logprobs", [seq])
-    [rollouts] = rollout.call("generate", [seq[:20]], SamplingSpec(n=2, temperature=1.0, max_tokens=8, seed=0))
+    [rollouts] = rollout.call("generate", [seq[:20]], SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=0))
 
     trainers.call("save_hf", str(tmp_path / "trained"))
     expected = teacher_forced(load_reference(tmp_path / "trained"), seq)
@@ -99,5 +99,5 @@ def test_tied_embeddings_are_refused_and_the_engine_keeps_serving(rollout, sft_r
             sync_weights(trainers, rollout, version=1, bucket_mb=BUCKET_MB)
     finally:
         trainers.shutdown()
-    [out] = rollout.call("generate", [encode_prompt(tok, sft_rows[0])], SamplingSpec(n=1, max_tokens=4))
+    [out] = rollout.call("generate", [encode_prompt(tok, sft_rows[0])], SamplingParams(n=1, max_tokens=4))
     assert out[0].policy_version == 0  # the refused sync left the served model and its version alone

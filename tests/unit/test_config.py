@@ -251,20 +251,20 @@ def test_model_fp8_flag_is_a_checked_boolean():
 
 
 def test_stages_train_in_the_precision_of_their_model_lineage(tmp_path):
-    from orchestrator.report import RunDir
+    from orchestrator.run_dir import RunDir
     from orchestrator.stages.context import StageContext
 
     spec = parse_pipeline(RS.replace("    init: {arch: qwen2, tokenizer: {train_on: [a]}}",
                                      "    init: {arch: deepseek_v3, tokenizer: {train_on: [a]}}\n    fp8: true"))
-    ctx = StageContext(spec, RunDir(tmp_path, "p"), "sft2")
+    by_name = {s.name: s for s in spec.stages}
+    ctx = StageContext(spec, RunDir(tmp_path, "p"), by_name["sft2"])
     try:
-        by_name = {s.name: s for s in spec.stages}
         assert ctx.fp8(by_name["s1"].model) and ctx.fp8(by_name["s3"].model)   # tiny, and {from: s1} -> tiny
         assert ctx.fp8(by_name["sft2"].model)
     finally:
         ctx.close()
     plain = parse_pipeline(RS)
-    ctx = StageContext(plain, RunDir(tmp_path / "b", "p"), "s3")
+    ctx = StageContext(plain, RunDir(tmp_path / "b", "p"), plain.stages[2])
     try:
         assert not ctx.fp8(plain.stages[2].model)
     finally:
@@ -286,6 +286,6 @@ def test_fresh_dense_model_needs_a_head_size_vllm_serves_on_cpu():
 
 def test_head_sizes_match_the_installed_vllm():
     cpu_attn = pytest.importorskip("vllm.v1.attention.backends.cpu_attn")
-    from orchestrator.models import VLLM_CPU_HEAD_SIZES
+    from orchestrator.arch_defaults import VLLM_CPU_HEAD_SIZES
 
     assert list(VLLM_CPU_HEAD_SIZES) == list(cpu_attn.CPUAttentionBackend.get_supported_head_sizes())

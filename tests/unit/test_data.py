@@ -12,7 +12,7 @@ from orchestrator.config import DatasetSpec
 from orchestrator.data.chat import encode_prompt, encode_sft, pad_batch
 from orchestrator.data.loading import materialize, read_rows
 from orchestrator.data.synthetic import make_split
-from rewards.math_extract import extract_answer
+from rewards.math_checker.extract import extract_answer
 from rewards.registry import get_reward
 
 

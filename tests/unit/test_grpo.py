@@ -8,19 +8,20 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from orchestrator.algorithms import grpo
-from orchestrator.algorithms.grpo import GRPOSpec, compute_advantages, grpo_loss, register_advantage
-from orchestrator.algorithms.losses import (
+from actors.losses import (
     aggregate,
     aggregate_parts,
     clipped_surrogate,
     entropy_from_logits,
+    grpo_loss,
     kl_penalty,
     loss_normaliser,
     policy_loss,
     tis_weights,
     token_logprobs,
 )
+from orchestrator.algorithms import grpo
+from orchestrator.algorithms.grpo import GRPOSpec, compute_advantages, register_advantage
 from orchestrator.algorithms.sampling import (
     Refill,
     filter_groups,
@@ -329,7 +330,8 @@ def test_grpo_loss_follows_the_spec():
     old = torch.full((1, 3), math.log(0.5))
     rollout = torch.tensor([[math.log(0.5), math.log(0.4), math.log(0.1)]])
     mask = torch.ones(1, 3, dtype=torch.bool)
-    trainer_spec, rollout_spec = GRPOSpec(), GRPOSpec(logprobs_source="rollout", tis_cap=2.0)
+    trainer_spec = GRPOSpec().loss_settings(temperature=1.0)
+    rollout_spec = GRPOSpec(logprobs_source="rollout", tis_cap=2.0).loss_settings(temperature=1.0)
     # trainer source ignores the engine's logprobs: loss -1; rollout source applies the weights above.
     assert grpo_loss(trainer_spec, old, old, torch.ones(1), mask, rollout_logprobs=rollout)[0].item() == -1.0
     assert grpo_loss(rollout_spec, old, old, torch.ones(1), mask,

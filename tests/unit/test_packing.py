@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from orchestrator.algorithms.losses import aggregate, loss_normaliser
+from actors.losses import aggregate, loss_normaliser
 from orchestrator.algorithms.packing import TrainSequence, micro_batch, shard, unshard
-from orchestrator.stages.rl import PromptSampler, supports_in_memory_sync
+from orchestrator.config import ClusterSpec, RLStage
+from orchestrator.stages.rl import PromptSampler, choose_weight_sync
 
 PAD = 0
 
@@ -92,10 +91,12 @@ def test_prompt_sampler_covers_every_prompt_before_repeating_and_is_seeded():
     assert [r["id"] for r in PromptSampler(rows, seed=2).take(10)] != first
 
 
-def test_in_memory_sync_is_chosen_only_where_it_is_exact(tmp_path):
+def test_in_memory_sync_is_chosen_only_where_it_is_exact():
+    stage = RLStage.model_validate({"kind": "rl", "name": "rl", "model": "m", "data": ["d"],
+                                    "rewards": [{"name": "math"}], "steps": 1})
     cases = [({"model_type": "qwen2"}, True), ({"model_type": "qwen2", "tie_word_embeddings": True}, False),
              ({"model_type": "deepseek_v3", "n_routed_experts": 8, "moe_intermediate_size": 64}, True),
              ({"model_type": "deepseek_v3", "n_routed_experts": 8, "moe_intermediate_size": 48}, False)]
     for config, expected in cases:
-        (tmp_path / "config.json").write_text(json.dumps(config))
-        assert supports_in_memory_sync(tmp_path) is expected, config
+        in_memory = choose_weight_sync(stage, ClusterSpec(), config, nccl_importable=lambda: False) == "object_store"
+        assert in_memory is expected, config

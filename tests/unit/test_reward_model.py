@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from orchestrator.data.general import make_general_split
-from rewards.pool import RewardPool
+from rewards.isolation.pool import RewardPool
 from rewards.registry import get_reward
 from rewards.reward_model import RewardModelReward
 from tests.tiny_reward_model import build_tiny_reward_model

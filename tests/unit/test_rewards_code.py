@@ -13,8 +13,8 @@ import signal
 import pytest
 
 from rewards.code import CodeReward, extract_code, parse_tests, same, verdict
-from rewards.sandbox import Limits, SandboxRun, SandboxUnavailable
-from rewards.sandbox_harness import output_digest
+from rewards.isolation.sandbox import Limits, SandboxRun, SandboxUnavailable
+from rewards.isolation.sandbox_harness import output_digest
 
 
 def fenced(source: str) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rewards.bounded import BoundedCaller
+from rewards.isolation.bounded import BoundedCaller
 from rewards.math import MathReward, gold_answer_text
-from rewards.math_extract import answer_region, choice_letter, extract_answer, find_boxed
-from rewards.math_parse import AnswerParseError, parse_answer
+from rewards.math_checker.extract import answer_region, choice_letter, extract_answer, find_boxed
+from rewards.math_checker.parse import AnswerParseError, parse_answer
 
 CORPUS = Path(__file__).parent / "data" / "rewards" / "math_cases.jsonl"
 CASES = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]

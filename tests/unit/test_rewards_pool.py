@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rewards.base import RewardResult
-from rewards.pool import RewardPool
+from rewards.isolation.pool import RewardPool
 
 ROOT = Path(__file__).resolve().parents[2]
 

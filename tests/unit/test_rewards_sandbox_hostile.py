@@ -3,7 +3,7 @@
 Every program in data/rewards/hostile/ attacks the host (fork/thread/memory bombs, floods, escapes, network,
 secrets, lying objects…) and prints the answer its test expects only if the attack worked. All of them are
 scored in one `python -m rewards score code …` run per sandbox backend, and that run is launched inside an
-outer cgroup (pids.max + memory limit) created here, independently of rewards/cgroups.py: if the sandbox
+outer cgroup (pids.max + memory limit) created here, independently of rewards/isolation/cgroups.py: if the sandbox
 were broken, the guard would stop the damage and this test would fail instead of the machine. Without a
 writable cgroup v1 hierarchy the tests are skipped: hostile code never runs unguarded.
 """

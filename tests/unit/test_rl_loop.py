@@ -8,7 +8,7 @@ import torch
 
 from actors.types import Rollout, StepMetrics
 from orchestrator.config import RLStage
-from orchestrator.stages.rl import Group, StepBatch, _Loop
+from orchestrator.stages.rl import Group, StepBatch, GRPOLoop
 
 
 class RecordingTrainers:
@@ -33,12 +33,12 @@ def _group(rewards: list[float], prompt: int) -> Group:
     return Group({"prompt": "p"}, [1, 2, 3], rollouts, rewards, [{"math": r} for r in rewards])
 
 
-def _loop(mini_batches: int) -> tuple[_Loop, RecordingTrainers]:
+def _loop(mini_batches: int) -> tuple[GRPOLoop, RecordingTrainers]:
     stage = RLStage.model_validate({
         "kind": "rl", "name": "rl", "model": "m", "data": ["d"], "rewards": [{"name": "math"}], "steps": 2,
         "prompts_per_step": 4, "grpo": {"n": 2, "mini_batches": mini_batches, "dynamic_sampling": True},
         "train": {"micro_batch_size": 8}})
-    loop = _Loop.__new__(_Loop)
+    loop = GRPOLoop.__new__(GRPOLoop)
     trainers = RecordingTrainers()
     loop.stage, loop.spec, loop.trainers, loop.version = stage, stage.grpo, trainers, 0
     loop.tokenizer = SimpleNamespace(pad_token_id=0)

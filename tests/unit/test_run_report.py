@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.run_report import Stage, load_run, time_breakdown, write_report
+from orchestrator.run_report import StageRecord, load_run, time_breakdown, write_report
 
 T0 = 1_700_000_000.0
 PIPELINE_YAML = """\
@@ -197,7 +197,7 @@ def test_half_finished_and_empty_run_dirs_still_get_a_report(tmp_path):
 
 
 def test_stage_rows_skip_non_numbers():
-    stage = Stage("s", "sft", "running", records=[{"step": 1, "loss": float("nan")}, {"step": 2, "loss": "x"},
+    stage = StageRecord("s", "sft", "running", records=[{"step": 1, "loss": float("nan")}, {"step": 2, "loss": "x"},
                                                   {"loss": 1.0}, {"step": 3, "loss": 0.5}, {"step": 4, "loss": True}])
     assert stage.rows("loss") == [{"step": 3, "loss": 0.5}]
 

@@ -1,4 +1,4 @@
-"""One process of the reward pool (`python -m rewards.pool_worker`), driven by rewards/pool.py.
+"""One process of the reward pool (`python -m rewards.isolation.pool_worker`), driven by rewards/isolation/pool.py.
 
 Protocol over its stdin/stdout frames: first the list of RewardSpec dicts, answered by ("ready", "") once
 every reward is built and warmed (or ("failed", sentence)); then, per sample, (index, completion, sample)
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import traceback
 
-from rewards.procs import child_pipes, read_frame, write_frame
+from rewards.isolation.procs import child_pipes, read_frame, write_frame
 from rewards.routing import RewardRouter
 
 

@@ -17,7 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 
-MAX_ANSWER_CHARS = 2_000
+from rewards.math_checker import MAX_ANSWER_CHARS
+
 _MAX_DEPTH = 8
 
 

@@ -1,4 +1,4 @@
-r"""The sympy judge: runs inside the bounded child process (rewards/bounded.py), never in the caller.
+r"""The sympy judge: runs inside the bounded child process (rewards/isolation/bounded.py), never in the caller.
 
 LaTeX → sympy: `latex2sympy2_extended` (MIT, maintained by Hugging Face for Math-Verify). Chosen over
 sympy's own `parse_latex` because sympy's ANTLR backend pins one exact `antlr4-python3-runtime` version
@@ -28,8 +28,8 @@ from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
 
-from rewards.math_compare import FastJudge, Num, Undecided, equivalent, numbers_equal, plain_number
-from rewards.math_parse import Node
+from rewards.math_checker.compare import FastJudge, Num, Undecided, equivalent, numbers_equal, plain_number
+from rewards.math_checker.parse import Node
 
 _NORMALIZE = NormalizationConfig(
     basic_latex=True, units=False, malformed_operators=True, nits=False, boxed="none", equations=False

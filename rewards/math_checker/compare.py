@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
 
-from rewards.math_parse import Node, is_simple_lhs
+from rewards.math_checker.parse import Node, is_simple_lhs
 
 LEAVES = {"expr", "text"}
 SETLIKE = {"union", "rel", "reals"}

@@ -3,7 +3,7 @@
 The deadline is enforced here, in the parent, by killing the process that overran it (and all it started);
 no signal.alarm, which breaks in threads and Ray workers. A killed or crashed process is replaced before the
 next sample is handed out, so one pathological sample costs its deadline and a restart, never the batch.
-Per-sample rewards run in the pool processes (rewards/pool_worker.py); rewards that score whole batches in
+Per-sample rewards run in the pool processes (rewards/isolation/pool_worker.py); rewards that score whole batches in
 the host (`RewardSpec.in_host`: http, reward_model) are built once here and run here, once per batch, after
 the pool is done.
 """
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from rewards.base import RewardResult
 from rewards.config import RewardSpec, parse_specs
-from rewards.procs import Child
+from rewards.isolation.procs import Child
 from rewards.routing import sample_domain
 from rewards.registry import get_reward
 
@@ -46,7 +46,7 @@ class _Slot:
         self._spawn()
 
     def _spawn(self) -> None:
-        self.child = Child("rewards.pool_worker")
+        self.child = Child("rewards.isolation.pool_worker")
         self.child.send(self.init)
         self.started_at = time.monotonic()
         self.starting = True

@@ -1,14 +1,14 @@
 """Run an untrusted Python program against test inputs, isolated from the host.
 
 Layers, outermost first:
-1. A per-run cgroup (rewards/cgroups.py): pids.max and a memory limit for everything the program starts.
+1. A per-run cgroup (rewards/isolation/cgroups.py): pids.max and a memory limit for everything the program starts.
    Required when running as root (RLIMIT_NPROC never applies to uid 0); without root, RLIMIT_NPROC is used.
 2. Namespaces: bubblewrap (`bwrap`) when installed, else util-linux `unshare` plus a small jail script
-   (rewards/sandbox_jail.py). New user, PID, network, mount, IPC and UTS namespaces: no network at all (not
+   (rewards/isolation/sandbox_jail.py). New user, PID, network, mount, IPC and UTS namespaces: no network at all (not
    even the host's loopback), only the sandbox's own processes visible, no capabilities.
 3. Filesystem: a fresh root holding read-only binds of /usr (and /bin, /lib… links), the Python installation
    and nothing else from the host; a private size-limited tmpfs at /tmp; a scrubbed environment.
-4. The harness (rewards/sandbox_harness.py) forks each test with rlimits (address space, CPU, file size,
+4. The harness (rewards/isolation/sandbox_harness.py) forks each test with rlimits (address space, CPU, file size,
    open files), a wall-clock limit per test, a capped output, and kills every other process afterwards.
 5. Here, in the caller: a deadline on the whole run, then SIGKILL of the sandbox's process group and of
    everything left in its cgroup. Outputs come back as bounded JSON and are only ever compared as data.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewards.cgroups import CgroupParents, RunGroup
+from rewards.isolation.cgroups import CgroupParents, RunGroup
 
 _HERE = Path(__file__).resolve().parent
 _STARTUP_ALLOWANCE_S = 10.0  # interpreter start inside the sandbox, generous for loaded machines

@@ -4,7 +4,7 @@ sympy can hang or exhaust memory on adversarial input (`5^{5^{5^{5}}}`), and no 
 (`signal.alarm` breaks in threads and Ray workers, and cannot interrupt one long C call such as a huge
 integer power). So calls run in another process that can be killed:
 
-    caller ──frames──► helper (`python -m rewards.bounded`: imports the target once, never computes)
+    caller ──frames──► helper (`python -m rewards.isolation.bounded`: imports the target once, never computes)
                           └─fork─► worker (RLIMIT_AS; serves calls until one overruns, then is killed)
 
 The helper enforces each call's deadline on its worker and, when it kills one, forks a fresh worker from
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rewards.procs import Child, child_pipes, read_frame, write_frame
+from rewards.isolation.procs import Child, child_pipes, read_frame, write_frame
 
 # Margin the parent allows on top of the per-call timeout before it declares the helper stuck.
 _BACKSTOP_S = 2.0
@@ -68,7 +68,7 @@ class BoundedCaller:
     def _ensure_child(self) -> Child:
         if self._child is None or not self._child.alive():
             self._reset()
-            self._child = Child("rewards.bounded")
+            self._child = Child("rewards.isolation.bounded")
             self._child.send((self.target, self.memory_mb))
         return self._child
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rewards.math_checker import MAX_ANSWER_CHARS
+
 # Only the end of the answer region is searched; final answers live there and this bounds the work.
 _TAIL_CHARS = 20_000
-MAX_ANSWER_CHARS = 2_000
 _MAX_BOXES = 64
 
 _PHRASE_RE = re.compile(

@@ -1,4 +1,5 @@
-"""GRPO's per-token loss terms and the aggregations that turn them into one scalar. Pure PyTorch.
+"""GRPO's per-token loss terms and the aggregations that turn them into one scalar: the trainer's own loss math
+(``PolicyTrainer.rl_step`` calls ``grpo_loss`` on every micro-batch). Pure PyTorch.
 
 Shape legend: B sequences, T response positions (right-padded), V vocabulary. ``mask`` [B, T] is True on the
 tokens that are trained: response tokens, minus padding and whatever the batch shaping masked out (truncated
@@ -63,14 +64,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-LossAgg = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]
-KLEstimator = Literal["k1", "k3"]
+from actors.types import KLEstimator, LossAgg, LossSettings
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
@@ -252,3 +252,19 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tenso
     if entropy is not None:
         metrics["entropy"] = _token_mean(entropy, mask)
     return aggregate(per_token, mask, agg, normaliser, token_sum_norm), metrics
+
+
+def grpo_loss(settings: LossSettings, logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
+              mask: Tensor, normaliser: float | None = None, *, ref_logprobs: Tensor | None = None,
+              rollout_logprobs: Tensor | None = None, entropy: Tensor | None = None,
+              ) -> tuple[Tensor, dict[str, float]]:
+    """``policy_loss`` with a stage's settings. Shapes and ``normaliser`` as there; ``rollout_logprobs`` weigh
+    the surrogate (truncated IS) only when ``settings.tis_cap`` is set, i.e. the engine is the behaviour policy."""
+    use_tis = settings.tis_cap is not None
+    if use_tis and rollout_logprobs is None:
+        raise ValueError("logprobs_source is 'rollout', so the loss needs the rollout engine's logprobs.")
+    return policy_loss(
+        logprobs, old_logprobs, advantages, mask, settings.eps_low, settings.eps_high, settings.agg, normaliser,
+        token_sum_norm=settings.token_sum_norm, ref_logprobs=ref_logprobs, kl_coef=settings.kl_coef,
+        kl_estimator=settings.kl_estimator, entropy=entropy, entropy_coef=settings.entropy_coef,
+        rollout_logprobs=rollout_logprobs if use_tis else None, tis_cap=settings.tis_cap)
