@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from actors import rng
 from actors.types import EngineSettings, Rollout, SamplingParams
 from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
 
@@ -185,6 +186,16 @@ class RolloutWorker:
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         self.version, self.syncing_version = version, None
         return {"version": version, "seconds": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ resuming
+    def rng_state(self) -> dict:
+        """This process's RNG state. On CPU, where vLLM runs in this process and requests carry no seed of their
+        own (see ``generate``), sampling draws from it: a checkpoint keeps it so a resumed stage samples the same."""
+        return rng.capture()
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore ``rng_state``; call it after ``load`` and any weight sync (building an engine draws from it)."""
+        rng.restore(state)
 
     def _refuse_during_sync(self, what: str) -> None:
         if self.syncing_version is not None:

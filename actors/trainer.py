@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from actors import rng
 from actors.losses import entropy_from_logits, grpo_loss, token_logprobs
 from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
 
@@ -339,10 +340,26 @@ class PolicyTrainer:
             return self.engine._zero3_consolidated_16bit_state_dict()
         return self.engine.module.state_dict()
 
-    def save_state(self, out_dir: str, client_state: dict | None = None) -> None:
-        """DeepSpeed checkpoint (weights, optimizer and scheduler state, per rank) for resuming a stage; every rank
-        must call this. ``client_state`` is stored with it (the stage's own progress)."""
-        self.engine.save_checkpoint(out_dir, tag="state", client_state={"step": self.step, **(client_state or {})})
+    def save_state(self, out_dir: str) -> None:
+        """What resuming needs on this rank: DeepSpeed's checkpoint (weights, MoE router biases, optimizer and
+        scheduler state; each rank writes its own shards) and this rank's RNG state. A collective: every rank
+        must call it. The stage's own progress is the driver's to keep (orchestrator/checkpoints.py)."""
+        self.engine.save_checkpoint(out_dir, tag="state", client_state={"step": self.step})
+        torch.save(rng.capture(), Path(out_dir) / f"rng-rank{self.rank}.pt")
+
+    def load_state(self, in_dir: str) -> int:
+        """Restore what ``save_state`` wrote, into an engine ``setup`` built for the same stage and world size;
+        returns the trainer's step count. A collective: every rank must call it."""
+        _, client_state = self.engine.load_checkpoint(in_dir, tag="state")
+        if client_state is None:
+            raise FileNotFoundError(f"No trainer state under {in_dir}: the checkpoint is incomplete.")
+        rng_file = Path(in_dir) / f"rng-rank{self.rank}.pt"
+        if not rng_file.exists():
+            raise FileNotFoundError(f"{rng_file} is missing: the checkpoint was written by a different number of "
+                                    "trainer ranks; resume with the same cluster.trainer.workers.")
+        rng.restore(torch.load(rng_file, weights_only=False))
+        self.step = client_state["step"]
+        return self.step
 
     def parameter_checksum(self) -> float:
         """Sum of all (gathered) parameters: cheap evidence that ranks agree and that training moved weights."""

@@ -29,7 +29,7 @@ from actors.trainer import PolicyTrainer, _free_port
 from orchestrator.data.chat import encode_prompt, encode_sft, pad_batch
 from orchestrator.data.loading import read_rows
 from orchestrator.data.synthetic import draw_split, generate_problem
-from orchestrator.stages.sft import _batches, _shard
+from orchestrator.stages.sft import EpochBatches, _shard
 from orchestrator.yaml_errors import load_pipeline
 from rewards.registry import get_reward
 
@@ -107,7 +107,9 @@ def short_sft(init_model: Path, train, sft_rows: list[dict], steps: int, threads
         trainer.init_distributed("127.0.0.1", _free_port())  # a no-op after the first mode
         trainer.setup(train.settings(str(init_model), total_steps=steps, grad_accum=grad_accum, fp8=mode == "fp8"))
         t0, losses = time.perf_counter(), []
-        for _, batch in _batches(examples, train.batch_size, steps, train.seed):
+        batches = EpochBatches(len(examples), train.batch_size, train.seed)
+        for _ in range(steps):
+            batch = [examples[i] for i in batches.next()]
             losses.append(trainer.sft_step(_shard(batch, 1, tokenizer.pad_token_id)[0]).loss)
             if len(losses) % 25 == 0:
                 print(f"{mode} step {len(losses)} loss {losses[-1]:.4f}", flush=True)

@@ -247,7 +247,32 @@ class SFTTrainSpec(TrainerSpec):
         return self
 
 
-class SFTStage(Section):
+class FaultTolerance(Section):
+    """How many dead actors a stage replaces while it runs (README "When things fail")."""
+
+    max_restarts: int = Field(3, ge=0, description="replacements of a dead RolloutWorker or RewardWorker and rebuilds "
+                                                   "of the trainer group, over all roles, in one run of the stage; "
+                                                   "past it the stage fails, naming the role, rank, node and cause")
+
+
+class Resumable(Section):
+    """Checkpoints a re-run of the same command resumes from (orchestrator/checkpoints.py), and the fault budget.
+    These settings change how a stage runs, not what it computes: they are left out of its fingerprint."""
+
+    checkpoint_every: int | None = Field(None, ge=1, description="write a resumable checkpoint every k steps")
+    checkpoint_every_s: float | None = Field(
+        1800.0, gt=0, description="also checkpoint when this many seconds have passed since the last one (null: "
+                                  "only every checkpoint_every steps)")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept on disk; older ones are deleted")
+    fault_tolerance: FaultTolerance = FaultTolerance()
+
+
+RUN_ONLY_FIELDS = frozenset(Resumable.model_fields)
+"""Stage settings outside the stage's fingerprint: changing them neither re-runs a finished stage nor voids a
+checkpoint."""
+
+
+class SFTStage(Resumable):
     kind: Literal["sft"]
     name: str
     model: RefField
@@ -268,6 +293,7 @@ class EvalStage(Section):
     name: str
     model: RefField
     eval: EvalSpec
+    fault_tolerance: FaultTolerance = FaultTolerance()
 
     roles: ClassVar[tuple[Role, ...]] = ("rollout",)
 
@@ -288,7 +314,7 @@ class PeriodicEval(Section):
     limit: int | None = Field(200, ge=1)
 
 
-class RLStage(Section):
+class RLStage(Resumable):
     """GRPO on a prompt set: every step samples ``grpo.n`` completions for each of ``prompts_per_step`` prompts,
     scores them with ``rewards``, trains on group-relative advantages and syncs the new weights to the rollout
     workers. See orchestrator/stages/rl.py."""
@@ -313,7 +339,6 @@ class RLStage(Section):
         "auto", description="how new weights reach the rollout engines: auto picks nccl when trainers and rollout "
                             "workers have GPUs, else object_store where vLLM updates the model exactly, else "
                             "checkpoint (see actors/weight_sync.py, actors/weight_sync_nccl.py)")
-    checkpoint_every: int | None = Field(None, ge=1, description="HF checkpoint + trainer state every k steps")
     dev_eval: PeriodicEval | None = None
     eval: EvalSpec | None = None
 
@@ -384,6 +409,7 @@ class RejectionSamplingStage(Section):
     mix: list[MixSpec] = []
     chunk_prompts: int = Field(512, ge=1, description="prompts per generation round (progress and memory)")
     reward_deadline_s: float = Field(30.0, gt=0, description="hard wall-clock limit per sample")
+    fault_tolerance: FaultTolerance = FaultTolerance()
 
     roles: ClassVar[tuple[Role, ...]] = ("rollout", "reward")
 
@@ -401,6 +427,7 @@ class RejectionSamplingStage(Section):
 
 
 StageSpec = Annotated[Union[SFTStage, EvalStage, RLStage, RejectionSamplingStage], Field(discriminator="kind")]
+STAGE_KINDS = ("sft", "rl", "rejection_sampling", "eval")
 PRODUCES_CHECKPOINT = {"sft", "rl"}
 PRODUCES_DATA = {"rejection_sampling"}
 

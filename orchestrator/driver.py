@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
 
 from orchestrator import cluster
-from orchestrator.config import PipelineSpec
+from orchestrator.config import RUN_ONLY_FIELDS, PipelineSpec
 from orchestrator.run_dir import RunDir, fingerprint
 from orchestrator.stages import eval as eval_stage
 from orchestrator.stages import rejection, rl, sft
@@ -27,12 +28,13 @@ class StageFailed(RuntimeError):
 
 def stage_fingerprints(spec: PipelineSpec) -> dict[str, str]:
     """A stage's fingerprint covers its own section, the models and datasets it may read, and every earlier
-    stage's fingerprint: changing anything upstream re-runs it, changing nothing skips it."""
+    stage's fingerprint: changing anything upstream re-runs it, changing nothing skips it. Settings of how a stage
+    runs rather than what it computes (checkpointing, fault tolerance: ``RUN_ONLY_FIELDS``) are left out."""
     shared = {"models": spec.model_dump()["models"], "datasets": spec.model_dump()["datasets"],
               "seed": spec.seed}
     out, chain = {}, fingerprint(shared)
     for stage in spec.stages:
-        chain = fingerprint([chain, stage.model_dump(mode="json")])
+        chain = fingerprint([chain, stage.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS))])
         out[stage.name] = chain
     return out
 
@@ -70,7 +72,7 @@ def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline
     with cluster.connect(address, spec.cluster):
         for stage in pending:
             log.info("stage %s (%s): starting", stage.name, stage.kind)
-            ctx = StageContext(spec, run, stage)
+            ctx = StageContext(spec, run, stage, fps[stage.name])
             t0 = time.perf_counter()
             try:
                 result = STAGES[stage.kind](stage, ctx)
@@ -83,6 +85,9 @@ def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline
                 ctx.close()
             seconds = time.perf_counter() - t0
             run.record(stage.name, stage.kind, "succeeded", fps[stage.name], seconds, vars(result))
+            # Recorded as finished, the stage will never resume: what a resume would read only takes disk now.
+            for leftover in ("checkpoints", "chunks"):
+                shutil.rmtree(ctx.dir / leftover, ignore_errors=True)
             run.write_summary(names, "running")
             log.info("stage %s: succeeded in %.1f s %s", stage.name, seconds,
                      f"eval {result.eval.get('pass@1')}" if result.eval else "")

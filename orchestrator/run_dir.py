@@ -30,6 +30,24 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def truncate_jsonl(path: Path, last_step: int) -> list[dict]:
+    """Keep the records of ``path`` whose ``step`` is at most ``last_step`` (a torn last line goes too), rewritten
+    atomically; returns them."""
+    kept = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= last_step:
+                kept.append(record)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return kept
+
+
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -37,21 +55,40 @@ def fingerprint(obj: Any) -> str:
 class MetricsLog:
     """Appends one JSON line per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
-    ``fresh``: drop what an earlier attempt of the same stage logged (a stage that runs again starts over)."""
+    ``resume_step``: None starts the stage's log afresh (what an earlier attempt logged goes); a step N keeps the
+    records up to N, rewritten atomically, and drops the rest, so a resumed stage logs each step exactly once.
+    TensorBoard hides the events past N (``purge_step``)."""
 
-    def __init__(self, path: Path, tb_dir: Path | None = None, fresh: bool = False):
-        self.path = path
-        if fresh and tb_dir is not None:
-            shutil.rmtree(tb_dir, ignore_errors=True)
-        self.file = path.open("w" if fresh else "a")
-        self.tb = None
-        if tb_dir is not None:
+    def __init__(self, path: Path, tb_dir: Path | None = None, resume_step: int | None = None):
+        self.path, self.tb_dir = path, tb_dir
+        self.file, self.tb = None, None
+        self.kept = self._open(resume_step)
+        """The records kept from an earlier attempt (empty when starting afresh)."""
+
+    def rewind(self, step: int) -> list[dict]:
+        """Drop every record past ``step``, as when a stage goes back to its checkpoint at ``step``."""
+        self.close()
+        self.kept = self._open(step)
+        return self.kept
+
+    def _open(self, resume_step: int | None) -> list[dict]:
+        if resume_step is None:
+            if self.tb_dir is not None:
+                shutil.rmtree(self.tb_dir, ignore_errors=True)
+            kept: list[dict] = []
+            self.file = self.path.open("w")
+        else:
+            kept = truncate_jsonl(self.path, resume_step)
+            self.file = self.path.open("a")
+        if self.tb_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(tb_dir))
+                purge = None if resume_step is None else resume_step + 1
+                self.tb = SummaryWriter(str(self.tb_dir), purge_step=purge)
             except ImportError:  # TensorBoard is optional at run time; metrics.jsonl is the record
                 self.tb = None
+        return kept
 
     def log(self, record: dict, step: int | None = None) -> None:
         self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
@@ -65,6 +102,7 @@ class MetricsLog:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 class RunDir:

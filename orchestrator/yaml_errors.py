@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.config import PipelineSpec
+from orchestrator.config import STAGE_KINDS, PipelineSpec
 from orchestrator.references import Loc, check_references
 
 
@@ -81,7 +81,7 @@ def _describe(err: dict) -> str:
     if err["type"] == "union_tag_invalid":
         return f"unknown stage kind {err['input'].get('kind')!r}; choose from {err['ctx']['expected_tags']}"
     if err["type"] == "union_tag_not_found":
-        return "every stage needs a 'kind' (sft, eval)"
+        return f"every stage needs a 'kind' ({', '.join(STAGE_KINDS)})"
     if "input" in err and err["type"] not in ("model_type", "dict_type") and not isinstance(err["input"], dict):
         return f"{msg} (got {err['input']!r})"
     return msg

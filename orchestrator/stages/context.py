@@ -11,7 +11,8 @@ from pathlib import Path
 from actors.types import EngineSettings
 from orchestrator import cluster
 from orchestrator.cluster import ActorGroup
-from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Role, StageSpec
+from orchestrator.checkpoints import Checkpoint, StageCheckpoints
+from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Resumable, Role, StageSpec
 from orchestrator.data import loading
 from orchestrator.fresh_model import materialize
 from orchestrator.run_dir import MetricsLog, RunDir, write_json
@@ -27,7 +28,7 @@ class StageResult:
 
 
 class StageContext:
-    def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec):
+    def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec, fingerprint: str = ""):
         self._spec = spec
         self.run = run
         self.name = stage.name
@@ -37,8 +38,19 @@ class StageContext:
         self.cluster: ClusterSpec = spec.cluster
         self.engine: EngineSettings = spec.rollout.settings()
         self.seed = spec.seed
-        # A stage that runs starts over (resuming mid-stage is not implemented yet): stale metrics go.
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name, fresh=True)
+        self.fingerprint = fingerprint
+        self.checkpoints: StageCheckpoints | None = None
+        self.resume_from: Checkpoint | None = None
+        """The checkpoint of an earlier attempt of this very stage that this run continues from."""
+        if isinstance(stage, Resumable):
+            self.checkpoints = StageCheckpoints(self.dir / "checkpoints", fingerprint, stage.checkpoint_every,
+                                                stage.checkpoint_every_s, stage.keep_last)
+            self.resume_from = self.checkpoints.latest()
+            self.checkpoints.discard_others(self.resume_from)
+        # Without a checkpoint the stage starts over and an earlier attempt's records go; with one they are kept
+        # up to its step.
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
+                                  resume_step=self.resume_from.step if self.resume_from else None)
 
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
+import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from actors.types import Rollout, SamplingParams
@@ -78,20 +81,36 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
                               max_tokens=stage.sampling.max_tokens, seed=None, logprobs=False,
                               stop_token_ids=[tokenizer.eos_token_id])
     curator = Curator(stage.filters, {s.component for s in stage.rewards}, stage.name)
+    chunks = ChunkStore(ctx.dir / "chunks", ctx.fingerprint)
+    starts = range(0, len(prompts), stage.chunk_prompts)
+    done = chunks.finished(len(starts))
+    t_gen = t_reward = 0.0
+    for i in range(done):   # finished before a kill: replayed through the filters, not generated again
+        saved = chunks.load(i)
+        t_gen, t_reward = t_gen + saved["seconds"]["generate"], t_reward + saved["seconds"]["reward"]
+        for group in _candidates(saved["candidates"], prompts):
+            curator.add_prompt(group)
+    if done:
+        message = f"{stage.name}: resuming from chunk {done} of {len(starts)}"
+        log.info(message)
+        print(message, flush=True)
     rollout = ctx.spawn_rollout()
     rewards = None
-    t_gen = t_reward = 0.0
     try:
         rewards = ctx.spawn_rewards(stage.rewards, stage.reward_deadline_s)
         rollout.call("load", str(model_path), int(source["policy_version"]))
-        bar = tqdm(total=len(prompts), desc=f"{stage.name} (rejection sampling)", unit="prompt", mininterval=2.0,
-                   dynamic_ncols=True)
-        for start in range(0, len(prompts), stage.chunk_prompts):
+        if done:
+            chunks.restore_rng(done - 1, rollout)
+        bar = tqdm(total=len(prompts), initial=min(len(prompts), done * stage.chunk_prompts),
+                   desc=f"{stage.name} (rejection sampling)", unit="prompt", mininterval=2.0, dynamic_ncols=True)
+        for i, start in enumerate(starts):
+            if i < done:
+                continue
             chunk = prompts[start:start + stage.chunk_prompts]
             t0 = time.perf_counter()
             groups = by_prompt(generate_sharded(rollout, [ids for _, ids in chunk], sampling))
             t1 = time.perf_counter()
-            per_prompt = [[Candidate(row, r, {}, None) for r in groups[i]] for i, (row, _) in enumerate(chunk)]
+            per_prompt = [[Candidate(row, r, {}, None) for r in groups[j]] for j, (row, _) in enumerate(chunk)]
             candidates = [c for group in per_prompt for c in group]
             samples = [{**c.row, "response_length": len(c.rollout.response_ids),
                         "finish_reason": c.rollout.finish_reason} for c in candidates]
@@ -99,8 +118,9 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
             for c, components, details in zip(candidates, scores.components, scores.details):
                 c.components = components
                 c.error = _infra_error(details)
-            t_reward += time.perf_counter() - t1
-            t_gen += t1 - t0
+            seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
+            t_gen, t_reward = t_gen + seconds["generate"], t_reward + seconds["reward"]
+            chunks.save(i, start, per_prompt, seconds, rollout)
             for group in per_prompt:
                 curator.add_prompt(group)
             bar.update(len(chunk))
@@ -130,6 +150,60 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
                "source": source}
     ctx.metrics.log({"step": 0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     return StageResult(metrics=metrics, artifacts={"data": ctx.relative(path)})
+
+
+class ChunkStore:
+    """Finished generation rounds of one stage run, so a re-run after a kill resumes by chunk.
+
+    ``chunks/chunk-I.json`` holds chunk I's scored candidates (prompt index, rollout, reward components) and its
+    timing; ``chunk-I.rng-K.pt`` rollout engine K's RNG state after it, so the next chunk samples as it would have.
+    The RNG files are written first and the JSON last, atomically: a chunk counts as finished once its JSON exists.
+    ``chunks/fingerprint`` ties them to one stage configuration; under another they are discarded."""
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.root = root
+        stamp = root / "fingerprint"
+        if not stamp.exists() or stamp.read_text() != fingerprint:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            stamp.write_text(fingerprint)
+
+    def finished(self, total: int) -> int:
+        """How many chunks, counted from the first, are finished (a later one alone does not count)."""
+        done = 0
+        while done < total and (self.root / f"chunk-{done}.json").exists():
+            done += 1
+        return done
+
+    def load(self, i: int) -> dict:
+        return json.loads((self.root / f"chunk-{i}.json").read_text())
+
+    def save(self, i: int, start: int, per_prompt: list[list[Candidate]], seconds: dict, rollout) -> None:
+        for k, state in enumerate(rollout.call("rng_state")):
+            torch.save(state, self.root / f"chunk-{i}.rng-{k}.pt")
+        record = {"seconds": seconds, "candidates": [
+            {"prompt": start + j, "rollout": asdict(c.rollout), "components": c.components, "error": c.error}
+            for j, group in enumerate(per_prompt) for c in group]}
+        tmp = self.root / f"chunk-{i}.json.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.root / f"chunk-{i}.json")
+
+    def restore_rng(self, i: int, rollout) -> None:
+        files = [self.root / f"chunk-{i}.rng-{k}.pt" for k in range(len(rollout.actors))]
+        if all(f.exists() for f in files):
+            rollout.call_each("set_rng_state", [(torch.load(f, weights_only=False),) for f in files])
+        else:
+            log.warning("%s: no RNG state for %d rollout engines: sampling continues from fresh generators",
+                        self.root, len(rollout.actors))
+
+
+def _candidates(saved: list[dict], prompts: list[tuple[dict, list[int]]]) -> list[list[Candidate]]:
+    """A saved chunk's candidates, grouped by prompt in the order they were generated."""
+    groups: dict[int, list[Candidate]] = {}
+    for c in saved:
+        groups.setdefault(c["prompt"], []).append(
+            Candidate(prompts[c["prompt"]][0], Rollout(**c["rollout"]), c["components"], c["error"]))
+    return list(groups.values())
 
 
 def _infra_error(details: dict) -> str | None:

@@ -17,10 +17,10 @@ Ray round trips, metrics) is reported as ``overhead_s``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
-import shutil
 import statistics
 import time
 from collections import defaultdict
@@ -37,6 +37,7 @@ from actors.weight_sync_nccl import WeightPlan, init_nccl_sync, nccl_available, 
 from orchestrator.algorithms.grpo import compute_advantages
 from orchestrator.algorithms.packing import TrainSequence, shard, unshard
 from orchestrator.algorithms.sampling import filter_groups, refill, select_groups, split_minibatches
+from orchestrator.checkpoints import Checkpoint
 from orchestrator.cluster import ActorGroup
 from orchestrator.config import ClusterSpec, RLStage
 from orchestrator.references import nccl_gpu_problem
@@ -77,6 +78,10 @@ class PromptSampler:
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._shuffled()
 
 
 @dataclass
@@ -139,13 +144,15 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
         # Once per stage, after the engines have loaded: vLLM attaches its NCCL receiver to the loaded model.
         nccl_plan = init_nccl_sync(trainers, rollout, stage.sync_bucket_mb) if sync_mode == "nccl" else None
         loop = GRPOLoop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
-                     sync_mode, nccl_plan)
+                        sync_mode, nccl_plan)
+        if ctx.resume_from is not None:
+            loop.restore(ctx.resume_from)
         summary = loop.run()
         final = ctx.dir / "checkpoint"
         trainers.call("save_hf", str(final))
         metrics = {"steps": stage.steps, "optimizer_steps": loop.version, "parameters": info["parameters"],
                    "zero_stage": info["zero_stage"], "world_size": world, "prompts": len(prompts),
-                   "weight_sync": loop.sync_mode, **summary}
+                   "weight_sync": loop.sync_mode, "checkpoints": ctx.checkpoints.report(ctx.resume_from), **summary}
         result = StageResult(metrics=metrics, artifacts={"checkpoint": ctx.relative(final)})
         if stage.eval is not None:  # the rollout workers already serve the final weights
             result.eval = evaluate(rollout, tokenizer, ctx.eval_rows(stage.eval), stage.eval, seed=ctx.seed)
@@ -224,17 +231,21 @@ class GRPOLoop:
         self.dev_rows = []
         if stage.dev_eval is not None:
             self.dev_rows = ctx.rows(stage.dev_eval.data)[: stage.dev_eval.limit]
+        self.step = 0             # the last step finished
+        self.history: list[dict] = []
+        self.dev_curve: list[dict] = []
+        self.elapsed_before = 0.0  # seconds an earlier attempt spent on the steps a resume keeps
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
         stage = self.stage
-        bar = tqdm(total=stage.steps, desc=f"{stage.name} (rl)", unit="step", mininterval=2.0, dynamic_ncols=True)
-        history: list[dict] = []
-        dev_curve: list[dict] = []
-        t_start = time.perf_counter()
-        if self.dev_rows:
+        history, dev_curve = self.history, self.dev_curve
+        bar = tqdm(total=stage.steps, initial=self.step, desc=f"{stage.name} (rl)", unit="step", mininterval=2.0,
+                   dynamic_ncols=True)
+        t_start = time.perf_counter() - self.elapsed_before
+        if self.dev_rows and self.step == 0:
             dev_curve.append(self._dev_eval(0, bar))
-        for step in range(1, stage.steps + 1):
+        for step in range(self.step + 1, stage.steps + 1):
             t0 = time.perf_counter()
             batch = self._collect(step)
             train_metrics = self._train(batch, step)
@@ -250,11 +261,14 @@ class GRPOLoop:
                 record["dev_pass@1"] = dev["dev_pass@1"]
             self.ctx.metrics.log(record, step=step)
             history.append(record)
+            self.step = step
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward_mean']:.3f}", pass_rate=f"{record['pass_rate']:.2f}",
                             refresh=False)
-            if stage.checkpoint_every and step % stage.checkpoint_every == 0 and step < stage.steps:
-                self._checkpoint(step)
+            # Only where the engines serve the trainer's weights (always with sync_every 1): a resume then hands
+            # them the checkpoint's weights and nothing else, and checkpointing never changes what is trained.
+            if step < stage.steps and self.served_version == self.version and self.ctx.checkpoints.due(step):
+                self._checkpoint(record["elapsed_s"])
         bar.close()
         return _summarise(history, dev_curve)
 
@@ -371,18 +385,41 @@ class GRPOLoop:
                   f"({len(self.dev_rows)} problems, {time.perf_counter() - t0:.0f} s)")
         return {"step": step, "dev_pass@1": score["pass@1"], "dev_mean_response_tokens": score["mean_response_tokens"]}
 
-    def _checkpoint(self, step: int) -> None:
-        """HF weights, trainer state (DeepSpeed: optimizer, scheduler) and the prompt sampler's position."""
-        root = self.ctx.dir / "checkpoints"
-        out = root / f"step-{step}"
-        self.trainers.call("save_hf", str(out / "hf"))
-        self.trainers.call("save_state", str(out / "trainer"),
-                           {"sampler": self.sampler.state(), "version": self.version, "stage_step": step})
-        (out / "progress.json").write_text(json.dumps({"step": step, "version": self.version,
-                                                       "sampler": self.sampler.state()}))
-        for old in root.glob("step-*"):
-            if old != out:
-                shutil.rmtree(old, ignore_errors=True)
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, elapsed_s: float) -> None:
+        """Trainer state (weights, optimizer, scheduler, RNG per rank), each engine's RNG, and the driver's side:
+        the prompt sampler's position, the policy version and the dev curve (orchestrator/checkpoints.py)."""
+        checkpoints = self.ctx.checkpoints
+        tmp = checkpoints.begin(self.step)
+        self.trainers.call("save_state", str(tmp / "trainer"))
+        for i, state in enumerate(self.rollout.call("rng_state")):
+            torch.save(state, tmp / f"rollout-{i}.pt")
+        checkpoints.commit(tmp, self.step, {"sampler": self.sampler.state(), "version": self.version,
+                                            "dev_curve": self.dev_curve, "elapsed_s": elapsed_s})
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue after ``checkpoint``'s step: the trainer's state, the same weights (and RNG) in every engine,
+        the prompt sampler where it was, and the history that metrics.jsonl kept up to that step."""
+        state = checkpoint.state
+        versions = set(self.trainers.call("load_state", str(checkpoint.path / "trainer")))
+        if versions != {state["version"]}:
+            raise RuntimeError(f"{checkpoint.path}: the trainer state is at step(s) {sorted(versions)}, the driver's "
+                               f"at policy version {state['version']}; the checkpoint is inconsistent.")
+        self.step, self.version = checkpoint.step, state["version"]
+        self._sync()
+        engines = sorted(checkpoint.path.glob("rollout-*.pt"), key=lambda f: int(f.stem.split("-")[1]))
+        if len(engines) == len(self.rollout.actors):
+            self.rollout.call_each("set_rng_state", [(torch.load(f, weights_only=False),) for f in engines])
+        else:
+            log.warning("%s: the checkpoint holds %d rollout engines' RNG state, this run has %d engines: sampling "
+                        "continues from fresh generators", self.stage.name, len(engines), len(self.rollout.actors))
+        self.sampler.restore(state["sampler"])
+        self.dev_curve = list(state["dev_curve"])
+        self.history = [r for r in self.ctx.metrics.kept if "reward_mean" in r]
+        self.elapsed_before = state["elapsed_s"]
+        message = f"{self.stage.name}: resuming from step {checkpoint.step} of {self.stage.steps}"
+        log.info(message)
+        print(message, flush=True)
 
     # ------------------------------------------------------------------ metrics
     def _record(self, step: int, batch: StepBatch, results: list, seconds: float, t_start: float) -> dict:
@@ -400,6 +437,9 @@ class GRPOLoop:
             "groups": len(batch.groups), "prompts_drawn": batch.drawn, "refill_rounds": batch.rounds,
             "refill_exhausted": batch.exhausted, "reward_errors": batch.reward_errors,
             "reward_timeouts": batch.reward_timeouts,
+            # Which prompts this step drew, in order: two runs (or a run and its resume) drew the same data exactly
+            # when these agree.
+            "prompts_digest": _digest(g.prompt_ids for g in batch.all_groups or batch.groups),
         }
         if batch.all_groups:  # dynamic sampling: the trained groups are a biased subset; these are all draws
             drawn = [(x, c) for g in batch.all_groups for x, c in zip(g.rewards, g.components)]
@@ -429,6 +469,13 @@ class GRPOLoop:
         record["train_tokens_per_s"] = round(self.trained_tokens / max(batch.seconds["train"], 1e-9), 1)
         record["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         return record
+
+
+def _digest(prompts) -> str:
+    h = hashlib.sha256()
+    for ids in prompts:
+        h.update(b",".join(str(i).encode() for i in ids) + b";")
+    return h.hexdigest()[:12]
 
 
 def _mean(xs) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import shutil
 import time
 
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from actors.types import SFTBatch
+from orchestrator.checkpoints import Checkpoint
 from orchestrator.cluster import ActorGroup
 from orchestrator.config import SFTStage
 from orchestrator.data.chat import SFTExample, encode_sft, pad_batch
@@ -26,16 +28,31 @@ from orchestrator.stages.eval import evaluate
 log = logging.getLogger(__name__)
 
 
-def _batches(examples: list[SFTExample], batch_size: int, steps: int, seed: int):
-    """``steps`` global batches, reshuffling at every epoch; the incomplete tail of an epoch is dropped."""
-    rng = random.Random(seed)
-    order: list[int] = []
-    for step in range(steps):
-        if len(order) < batch_size:
-            order = list(range(len(examples)))
-            rng.shuffle(order)
-        chosen, order = order[:batch_size], order[batch_size:]
-        yield step, [examples[i] for i in chosen]
+class EpochBatches:
+    """Global batches of example indices, reshuffled at every epoch; an epoch's incomplete tail is dropped. Its
+    state (the shuffling RNG and what is left of the epoch) goes into a checkpoint, so a resumed stage trains on
+    exactly the batches the uninterrupted one would have."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples, self.batch_size = num_examples, batch_size
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+
+    def next(self) -> list[int]:
+        if len(self.order) < self.batch_size:
+            self.order = list(range(self.num_examples))
+            self.rng.shuffle(self.order)
+        chosen, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
+        return chosen
+
+    def state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "order": list(self.order)}
+
+    def restore(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.order = list(state["order"])
 
 
 def _shard(batch: list[SFTExample], ranks: int, pad_id: int) -> list[SFTBatch]:
@@ -70,6 +87,14 @@ class _EarlyStopper:
     def should_stop(self) -> bool:
         return self.bad >= self.patience and self.step >= self.min_steps
 
+    def state(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "step": self.step,
+                "history": list(self.history)}
+
+    def restore(self, state: dict) -> None:
+        self.best, self.best_step, self.bad, self.step = state["best"], state["best_step"], state["bad"], state["step"]
+        self.history = list(state["history"])
+
 
 def run(stage: SFTStage, ctx: StageContext) -> StageResult:
     train = stage.train
@@ -97,7 +122,10 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
             rollout = ctx.spawn_rollout()
             stopper = _EarlyStopper(stage.early_stopping.patience, stage.early_stopping.min_delta,
                                     stage.early_stopping.min_steps)
-        last = _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer)
+        loop = _SFTLoop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer)
+        if ctx.resume_from is not None:
+            loop.restore(ctx.resume_from)
+        last = loop.run()
         final = ctx.dir / "checkpoint"
         if stopper is not None and stopper.best_step >= 0:
             shutil.rmtree(final, ignore_errors=True)
@@ -106,7 +134,8 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
         else:
             trainers.call("save_hf", str(final))
         metrics = {"steps": last["step"], "final_loss": last["loss"], "parameters": info["parameters"],
-                   "examples": len(examples), "zero_stage": info["zero_stage"], "world_size": world}
+                   "examples": len(examples), "zero_stage": info["zero_stage"], "world_size": world,
+                   "checkpoints": ctx.checkpoints.report(ctx.resume_from)}
         if stopper is not None:
             metrics.update({"best_step": stopper.best_step, "plateau_pass@1": stopper.best,
                             "early_stopping": stopper.history})
@@ -124,39 +153,88 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
             rollout.shutdown()
 
 
-def _train_loop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer) -> dict:
-    train, es = stage.train, stage.early_stopping
-    world, pad_id = len(trainers.actors), tokenizer.pad_token_id
-    dev_rows = ctx.rows(es.data)[: es.limit] if es else []
-    last: dict = {"step": 0, "loss": float("nan")}
-    bar = tqdm(total=steps, desc=f"{stage.name} (sft)", unit="step", mininterval=2.0, dynamic_ncols=True)
-    t_start = time.perf_counter()
-    for step, batch in _batches(examples, train.batch_size, steps, train.seed):
-        metrics = trainers.call_each("sft_step", [(b,) for b in _shard(batch, world, pad_id)])[0]
-        last = {"step": metrics.step, "loss": metrics.loss}
-        record = {"step": metrics.step, "loss": round(metrics.loss, 5), "grad_norm": round(metrics.grad_norm, 4),
-                  "lr": metrics.lr, "tokens_per_s": round(metrics.tokens * world / metrics.seconds, 1),
-                  "epoch": round((step + 1) * train.batch_size / len(examples), 3),
-                  "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
-        ctx.metrics.log(record, step=metrics.step)
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics.loss:.3f}", refresh=False)
-        if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == steps):
-            candidate = ctx.dir / "candidates" / f"step-{metrics.step}"
-            trainers.call("save_hf", str(candidate))
-            rollout.call("load", str(candidate), metrics.step)
-            score = evaluate(rollout, tokenizer, dev_rows, max_tokens=(stage.eval.max_tokens if stage.eval
-                                                                        else 256))["pass@1"]
-            previous_best = stopper.best_step
-            improved = stopper.update(metrics.step, score)
-            ctx.metrics.log({"step": metrics.step, "dev_pass@1": score, "best_dev_pass@1": stopper.best},
-                            step=metrics.step)
-            bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
-            # Keep only the best candidate on disk.
-            stale = ctx.dir / "candidates" / f"step-{previous_best}" if improved else candidate
-            shutil.rmtree(stale, ignore_errors=True)
-            if stopper.should_stop:
+class _SFTLoop:
+    """The steps of one SFT stage: train, evaluate a candidate every ``early_stopping.every_steps``, checkpoint."""
+
+    def __init__(self, stage: SFTStage, ctx: StageContext, trainers: ActorGroup, rollout: ActorGroup | None,
+                 stopper: _EarlyStopper | None, examples: list[SFTExample], steps: int, tokenizer):
+        self.stage, self.ctx, self.trainers, self.rollout, self.stopper = stage, ctx, trainers, rollout, stopper
+        self.examples, self.steps, self.tokenizer = examples, steps, tokenizer
+        self.batches = EpochBatches(len(examples), stage.train.batch_size, stage.train.seed)
+        self.step = 0
+        self.last: dict = {"step": 0, "loss": float("nan")}
+        es = stage.early_stopping
+        self.dev_rows = ctx.rows(es.data)[: es.limit] if es else []
+
+    def run(self) -> dict:
+        stage, ctx, stopper, es = self.stage, self.ctx, self.stopper, self.stage.early_stopping
+        world, pad_id = len(self.trainers.actors), self.tokenizer.pad_token_id
+        bar = tqdm(total=self.steps, initial=self.step, desc=f"{stage.name} (sft)", unit="step", mininterval=2.0,
+                   dynamic_ncols=True)
+        t_start = time.perf_counter()
+        while self.step < self.steps:
+            batch = [self.examples[i] for i in self.batches.next()]
+            metrics = self.trainers.call_each("sft_step", [(b,) for b in _shard(batch, world, pad_id)])[0]
+            self.step = metrics.step
+            self.last = {"step": metrics.step, "loss": metrics.loss}
+            record = {"step": metrics.step, "loss": round(metrics.loss, 5), "grad_norm": round(metrics.grad_norm, 4),
+                      "lr": metrics.lr, "tokens_per_s": round(metrics.tokens * world / metrics.seconds, 1),
+                      "epoch": round(metrics.step * stage.train.batch_size / len(self.examples), 3),
+                      "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
+            if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == self.steps):
+                score = self._evaluate_candidate(metrics.step)
+                record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best})
+                bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
+            ctx.metrics.log(record, step=metrics.step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics.loss:.3f}", refresh=False)
+            if stopper is not None and stopper.should_stop:
                 bar.write(f"{stage.name}: no gain in {es.patience} evaluations; stopping at step {metrics.step}")
                 break
-    bar.close()
-    return last
+            if self.step < self.steps and ctx.checkpoints.due(self.step):
+                self._checkpoint()
+        bar.close()
+        return self.last
+
+    def _evaluate_candidate(self, step: int) -> float:
+        candidate = self.ctx.dir / "candidates" / f"step-{step}"
+        self.trainers.call("save_hf", str(candidate))
+        self.rollout.call("load", str(candidate), step)
+        max_tokens = self.stage.eval.max_tokens if self.stage.eval else 256
+        score = evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens)["pass@1"]
+        self.stopper.update(step, score)
+        self._prune_candidates()
+        return score
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self) -> None:
+        checkpoints = self.ctx.checkpoints
+        tmp = checkpoints.begin(self.step)
+        self.trainers.call("save_state", str(tmp / "trainer"))
+        checkpoints.commit(tmp, self.step, {
+            "batches": self.batches.state(), "last": self.last,
+            "stopper": self.stopper.state() if self.stopper is not None else None})
+        self._prune_candidates()
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint``: trainer state, data position, early stopping and its best candidate."""
+        [self.step] = set(self.trainers.call("load_state", str(checkpoint.path / "trainer")))
+        state = checkpoint.state
+        self.batches.restore(state["batches"])
+        self.last = state["last"]
+        if self.stopper is not None:
+            self.stopper.restore(state["stopper"])
+        self._prune_candidates()
+        message = f"{self.stage.name}: resuming from step {checkpoint.step} of {self.steps}"
+        log.info(message)
+        print(message, flush=True)
+
+    def _prune_candidates(self) -> None:
+        """Keep the best candidate checkpoint, and the one each kept checkpoint would resume with."""
+        if self.stopper is None:
+            return
+        keep = {self.stopper.best_step} | {c.state["stopper"]["best_step"] for c in self.ctx.checkpoints.complete()}
+        for path in (self.ctx.dir / "candidates").glob("step-*"):
+            m = re.fullmatch(r"step-(\d+)", path.name)   # anything else is a save that a kill interrupted
+            if m is None or int(m.group(1)) not in keep:
+                shutil.rmtree(path, ignore_errors=True)
