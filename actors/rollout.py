@@ -197,6 +197,10 @@ class RolloutWorker:
         """Restore ``rng_state``; call it after ``load`` and any weight sync (building an engine draws from it)."""
         rng.restore(state)
 
+    def sync_open(self) -> bool:
+        """Whether a weight sync was begun and never finished (its sender died): the engine must be rebuilt."""
+        return self.syncing_version is not None
+
     def _refuse_during_sync(self, what: str) -> None:
         if self.syncing_version is not None:
             raise RuntimeError(f"RolloutWorker.{what} called while a weight sync to version {self.syncing_version} "

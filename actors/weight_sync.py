@@ -87,23 +87,22 @@ def buckets_of(named: Iterable[tuple[str, torch.Tensor]], bucket_mb: float) -> I
 def sync_weights(trainers, rollout, version: int, bucket_mb: float = 64.0) -> dict:
     """Push the trainers' current weights into every rollout worker's engine and tag them ``version``.
 
-    ``trainers`` and ``rollout`` are ``orchestrator.cluster.ActorGroup``s. Blocks until every worker has
-    finalised, so a generate issued afterwards sees only the new weights. Raises ``InPlaceSyncUnsupported``
-    (from the workers) for models that need ``save_hf`` + ``load(path)`` instead."""
-    import ray
-
+    ``trainers`` and ``rollout`` are ``orchestrator.cluster.ActorGroup``s (``actors``, and ``gather`` to wait on
+    calls, naming the actor that died if one does). Blocks until every worker has finalised, so a generate issued
+    afterwards sees only the new weights. Raises ``InPlaceSyncUnsupported`` (from the workers) for models that need
+    ``save_hf`` + ``load(path)`` instead."""
     t0 = time.perf_counter()
-    per_rank = ray.get([t.weight_bucket_refs.remote(bucket_mb) for t in trainers.actors])
-    refs = per_rank[0]
+    refs = trainers.call("weight_bucket_refs", bucket_mb)[0]
     if not refs:
         raise ValueError("Trainer rank 0 returned no weight buckets; is its engine set up?")
     pulled = time.perf_counter()
-    pending = []
+    pending, ranks = [], []
     for i, ref in enumerate(refs):
         last = i == len(refs) - 1
         # Ray runs one caller's calls on an actor in submission order, so buckets arrive in order.
         pending += [w.update_weights.remote(ref, version, last) for w in rollout.actors]
-    results = ray.get(pending)
+        ranks += list(range(len(rollout.actors)))
+    results = rollout.gather(pending, ranks)
     return {"seconds": time.perf_counter() - t0, "pull_seconds": pulled - t0, "buckets": len(refs),
             "version": version, "workers": [r for r in results if r is not None]}
 

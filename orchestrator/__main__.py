@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        spec = load_pipeline(args.pipeline)
+        # `plan` describes a pipeline whose data may not be at hand yet; `validate` and `run` open every input.
+        spec = load_pipeline(args.pipeline, check_inputs=args.command != "plan")
     except PipelineError as e:
         print(f"{args.pipeline}: {len(e.problems)} problem(s)", file=sys.stderr)
         for p in e.problems:
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.driver import StageFailed, run_pipeline
 
     run_dir = Path(args.run_dir or Path("runs") / spec.name).resolve()
+    from orchestrator.run_dir import unwritable
+
+    problem = unwritable(run_dir)
+    if problem:
+        print(f"{args.pipeline}: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = run_pipeline(spec, run_dir, address, Path(args.pipeline).read_text())
     except StageFailed as e:

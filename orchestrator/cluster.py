@@ -11,10 +11,10 @@ import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.types import EngineSettings
@@ -70,21 +70,70 @@ def _needed_cpus(cluster: ClusterSpec) -> int:
     return int(sum(r.workers * r.cpus for r in (cluster.trainer, cluster.rollout, cluster.reward)) + 0.999)
 
 
+class ActorLost(RuntimeError):
+    """An actor of a group died (killed, OOM, its node gone) while the driver waited on it."""
+
+    def __init__(self, role: Role, rank: int, node: str, cause: BaseException):
+        self.role, self.rank, self.node, self.cause = role, rank, node, cause
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"{ROLE_CLASSES[role]} rank {rank} on node {node} died: {first[:300]}")
+
+
 @dataclass
 class ActorGroup:
-    """The actors of one role in one stage, and the placement group they live in."""
+    """The actors of one role in one stage, one per bundle of the placement group they live in.
+
+    Calls wait for every actor, and fail as soon as one actor is lost (``ActorLost``, naming role, rank and node),
+    not when the slowest healthy one returns: a rank left waiting in a collective would never return at all."""
 
     role: Role
     actors: list[Any]
     pg: Any = field(repr=False)
+    start: Callable[[int], Any] = field(repr=False, default=None)
+    """Starts the actor of bundle ``rank`` afresh (``replace``)."""
 
     def call(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every actor with the same arguments and wait for all results."""
-        return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
+        return self.gather([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
 
     def call_each(self, method: str, per_actor_args: list[tuple]) -> list:
         """Call ``method`` on actor i with ``per_actor_args[i]`` and wait for all results."""
-        return ray.get([getattr(a, method).remote(*args) for a, args in zip(self.actors, per_actor_args)])
+        return self.gather([getattr(a, method).remote(*args) for a, args in zip(self.actors, per_actor_args)])
+
+    def call_one(self, rank: int, method: str, *args, **kwargs):
+        return self.gather([getattr(self.actors[rank], method).remote(*args, **kwargs)], ranks=[rank])[0]
+
+    def gather(self, refs: list, ranks: list[int] | None = None) -> list:
+        """Results of ``refs``, the calls made on actors ``ranks`` (default: one per actor, in order)."""
+        ranks = ranks if ranks is not None else list(range(len(refs)))
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayActorError as e:   # died or unreachable; a method's own error is raised below
+                if getattr(e, "actor_init_failed", False):
+                    raise   # its constructor failed: a replacement would fail the same way
+                rank = ranks[refs.index(done[0])]
+                raise ActorLost(self.role, rank, self.node(rank), e) from e
+            except Exception:  # noqa: BLE001 -- the method raised: ray.get below re-raises it, in call order
+                break
+        return ray.get(refs)
+
+    def node(self, rank: int) -> str:
+        """The IP of the node that holds bundle ``rank`` (what a user needs to find the machine)."""
+        try:
+            node_id = placement_group_table(self.pg)["bundles_to_node_id"][rank]
+            return next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), node_id)
+        except (KeyError, IndexError, TypeError):
+            return "unknown"
+
+    def replace(self, rank: int) -> Any:
+        """Kill what is left of actor ``rank`` and start a new one in its bundle (Ray re-places a bundle whose
+        node died). The new actor has its constructor arguments and nothing else: loading is the caller's."""
+        ray.kill(self.actors[rank], no_restart=True)
+        self.actors[rank] = self.start(rank)
+        return self.actors[rank]
 
     def shutdown(self) -> None:
         for a in self.actors:
@@ -105,15 +154,16 @@ def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec,
             f"{res.gpus} GPU each within {cluster.ready_timeout_s:.0f} s (available now: "
             f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU). Lower cluster.{role} or add nodes.")
     remote_cls = ray.remote(cls)
-    actors = []
-    for rank in range(res.workers):
+
+    def start(rank: int):
         args, kwargs = make_args(rank)
-        actors.append(remote_cls.options(
+        return remote_cls.options(
             num_cpus=res.cpus, num_gpus=res.gpus,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg,
                                                                  placement_group_bundle_index=rank),
-        ).remote(*args, **kwargs))
-    return ActorGroup(role, actors, pg)
+        ).remote(*args, **kwargs)
+
+    return ActorGroup(role, [start(rank) for rank in range(res.workers)], pg, start)
 
 
 def spawn_trainers(res: RoleResources, cluster: ClusterSpec) -> ActorGroup:

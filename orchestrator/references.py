@@ -6,10 +6,13 @@ evenly over ranks, and ``weight_sync: nccl`` has whole GPUs. They run on the raw
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from orchestrator.config import PRODUCES_CHECKPOINT, PRODUCES_DATA
+from orchestrator.data.loading import file_problem
+from rewards.registry import list_rewards, reward_problem
 
 Loc = tuple[str | int, ...]
 
@@ -23,8 +26,10 @@ def _ref_parts(value: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def check_references(data: dict) -> list[tuple[Loc, str]]:
-    """Cross-section checks pydantic cannot express: names exist and ``from:`` points backwards.
+def check_references(data: dict, inputs: bool = True) -> list[tuple[Loc, str]]:
+    """Cross-section checks pydantic cannot express: names exist and ``from:`` points backwards; with ``inputs``
+    also what a run reads (dataset files parse, rewards build with their args), so a bad file or argument is
+    refused before the first step rather than in the middle of a stage (``plan`` skips these).
 
     Works on the raw YAML mapping, defensively, so these problems are reported together with the schema's
     own instead of only after every schema error is fixed.
@@ -57,6 +62,9 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
         if isinstance(path, str) and not Path(path).exists():
             problems.append((("models", name, "path"), f"no checkpoint directory at {path!r}"))
     for name, ds in datasets.items():
+        path = ds.get("path") if isinstance(ds, dict) else None
+        if inputs and isinstance(path, str) and (problem := file_problem(Path(path))):
+            problems.append((("datasets", name, "path"), problem))
         source = ds.get("from_run") if isinstance(ds, dict) else None
         if isinstance(source, dict) and isinstance(source.get("run_dir"), str) and isinstance(source.get("stage"), str):
             status = Path(source["run_dir"]) / source["stage"] / "status.json"
@@ -83,6 +91,8 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
                         check(ref, loc + (block, "data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
                 else:
                     check(refs, loc + (block, "data"), datasets, "dataset", PRODUCES_DATA, "a dataset")
+        for j, reward in enumerate(stage.get("rewards") if inputs and isinstance(stage.get("rewards"), list) else []):
+            problems += _check_reward(reward, loc + ("rewards", j))
         if stage.get("kind") == "sft":  # RL batches are sized by prompts_per_step x grpo.n, split as they come
             problems += _check_batch(stage.get("train"), loc, data.get("cluster"))
         if stage.get("kind") == "rl" and stage.get("weight_sync") == "nccl":
@@ -95,6 +105,25 @@ def check_references(data: dict) -> list[tuple[Loc, str]]:
         if isinstance(stage.get("name"), str):
             kinds[stage["name"]] = str(stage.get("kind"))
     return problems
+
+
+def _check_reward(reward: Any, loc: Loc) -> list[tuple[Loc, str]]:
+    """A named or dotted-path reward must build with its args (the schema already refused unknown names and
+    malformed paths, so only those that pass it are built here)."""
+    if not isinstance(reward, dict) or not isinstance(args := reward.get("args", {}), dict):
+        return []
+    name, path = reward.get("name"), reward.get("path")
+    if isinstance(name, str) and name in list_rewards():
+        ref, key = name, "name"
+    elif isinstance(path, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", path):
+        ref, key = path, "path"
+    else:
+        return []
+    found = reward_problem(ref, args)
+    if found is None:
+        return []
+    part, problem = found
+    return [(loc + ("args" if part == "args" and args else key,), problem)]
 
 
 def nccl_gpu_problem(trainer_gpus: Any, rollout_gpus: Any) -> str | None:

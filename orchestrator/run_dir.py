@@ -48,6 +48,19 @@ def truncate_jsonl(path: Path, last_step: int) -> list[dict]:
     return kept
 
 
+def unwritable(root: Path) -> str | None:
+    """Why a run directory at ``root`` cannot be written (a sentence), or None: checked before anything starts."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        return (f"the run directory {root} is not writable ({e.strerror or e}); pass --run-dir a directory this "
+                "user can write (on a cluster: shared storage every node reaches)")
+    return None
+
+
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

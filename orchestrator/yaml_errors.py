@@ -87,8 +87,9 @@ def _describe(err: dict) -> str:
     return msg
 
 
-def parse_pipeline(text: str, source: str = "<pipeline>") -> PipelineSpec:
-    """Validate YAML text; raise ``PipelineError`` listing every problem as ``source:line: path: message``."""
+def parse_pipeline(text: str, source: str = "<pipeline>", check_inputs: bool = True) -> PipelineSpec:
+    """Validate YAML text; raise ``PipelineError`` listing every problem as ``source:line: path: message``.
+    ``check_inputs``: also open the dataset files and build the rewards (see ``check_references``)."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -113,7 +114,7 @@ def parse_pipeline(text: str, source: str = "<pipeline>") -> PipelineSpec:
                 shown = _find_node(root, loc)[1] or loc
             line = _key_line(root, loc)
             problems.append((line, f"{source}:{line}: {_format_loc(shown)}: {_describe(err)}"))
-    for loc, msg in check_references(data):
+    for loc, msg in check_references(data, inputs=check_inputs):
         line = _key_line(root, loc)
         problems.append((line, f"{source}:{line}: {_format_loc(loc)}: {msg}"))
     if problems:
@@ -121,8 +122,8 @@ def parse_pipeline(text: str, source: str = "<pipeline>") -> PipelineSpec:
     return spec
 
 
-def load_pipeline(path: str | Path) -> PipelineSpec:
+def load_pipeline(path: str | Path, check_inputs: bool = True) -> PipelineSpec:
     path = Path(path)
     if not path.is_file():
         raise PipelineError([f"{path}: no such pipeline file"])
-    return parse_pipeline(path.read_text(), str(path))
+    return parse_pipeline(path.read_text(), str(path), check_inputs)

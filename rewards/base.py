@@ -38,6 +38,21 @@ class Reward(Protocol):
     def __call__(self, completion: str, sample: Mapping[str, Any]) -> RewardResult: ...
 
 
+# The error kinds that say the reward could not grade at all (its code, service, sandbox or the sample's gold answer
+# failed), as opposed to a completion that earned its zero (no answer, unparsable, over its limits).
+INFRA_ERRORS = frozenset({"timeout", "worker_crashed", "reward_error", "http_error", "invalid_score", "no_gold",
+                          "sandbox_error"})
+
+
+def infra_error(details: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(kind, message) of the first failure in a sample's scoring details that is the reward's, not the
+    completion's: a pool failure at the top level, or a component's error of an ``INFRA_ERRORS`` kind."""
+    for d in [details, *(v for v in details.values() if isinstance(v, Mapping))]:
+        if d.get("error") in INFRA_ERRORS:
+            return d["error"], str(d.get("message", ""))
+    return None
+
+
 def failure(error: str, message: str, **details: Any) -> RewardResult:
     """A zero score that says why: `error` is a short kind, `message` a sentence for the user."""
     return RewardResult(0.0, {"error": error, "message": message, **details})

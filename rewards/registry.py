@@ -113,6 +113,31 @@ def runs_in_host(ref: str) -> bool:
         return False  # the pool process that builds it reports why it cannot be loaded
 
 
+def reward_problem(ref: str, kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Why the reward ``ref`` cannot be built with ``kwargs``, or None: checked before a run starts. Returns which
+    part is wrong, ``"ref"`` (it does not resolve: a dotted path that does not import) or ``"args"``, and a sentence.
+
+    A class is built and closed, so its constructor's own checks run (one that loads a model, ``in_host``, only has
+    its arguments matched against its signature: the worker that hosts it loads it); a function must accept the
+    args."""
+    try:
+        obj = _resolve(ref.strip())
+    except ValueError as exc:
+        return "ref", str(exc).rstrip(".")
+    try:
+        if inspect.isclass(obj) and getattr(obj, "in_host", False) is True:
+            inspect.signature(obj).bind(**kwargs)
+            return None
+        reward = SafeReward(_bind(obj, ref, dict(kwargs)), ref)
+    except TypeError as exc:
+        return "args", f"reward {ref!r} does not take args {sorted(kwargs)}: {exc}"
+    except Exception as exc:  # noqa: BLE001 -- a constructor's own refusal, whatever it raises
+        return "args", str(exc).rstrip(".") if isinstance(exc, ValueError) else (
+            f"building reward {ref!r} failed: {type(exc).__name__}: {exc}")
+    reward.close()
+    return None
+
+
 def list_rewards() -> list[str]:
     """Every name `get_reward` accepts without a dotted path: built-ins, registered, entry points."""
     return sorted(set(_BUILTINS) | set(_REGISTERED) | {ep.name for ep in _entry_points()})

@@ -8,18 +8,23 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 
 
 def processes_under(marker: str) -> list[psutil.Process]:
-    """Processes whose command line contains ``marker``, and all their descendants (this process excluded)."""
+    """Processes whose command line or environment (RAY_TMPDIR) contains ``marker``, and all their descendants
+    (this process excluded). The environment matters: Ray's agents retitle themselves (``ray::DashboardAgent``),
+    and once their raylet is gone they are nobody's children."""
     roots = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if proc.pid != os.getpid() and any(marker in arg for arg in proc.info["cmdline"] or ()):
+            if proc.pid == os.getpid():
+                continue
+            if any(marker in arg for arg in proc.info["cmdline"] or ()) or marker in _environ(proc.pid):
                 roots.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     found: dict[int, psutil.Process] = {}
     for root in roots:
@@ -30,6 +35,14 @@ def processes_under(marker: str) -> list[psutil.Process]:
             continue
     found.pop(os.getpid(), None)
     return list(found.values())
+
+
+def _environ(pid: int) -> str:
+    # Read directly: psutil parses it as empty for processes that retitled themselves (setproctitle moves the area).
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def stop_processes_under(marker: str, grace_s: float = 10.0) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.config import DatasetSpec, RunArtifact, SyntheticSpec
 from orchestrator.data.general import KINDS, make_general_split
 from orchestrator.data.synthetic import make_split
+from orchestrator.run_dir import RunDir
 
 _ROLES = {"system", "user", "assistant"}
 
@@ -49,6 +50,33 @@ def check_row(row: dict, where: str) -> None:
         raise ValueError(f"{where}: a row needs 'messages' or a string 'prompt' (keys: {sorted(row)}).")
 
 
+def file_problem(path: Path) -> str | None:
+    """Why the dataset file at ``path`` cannot be used (a sentence naming its first bad line), or None. Reads the
+    whole file, so a bad row is found before the first step rather than in the middle of a stage."""
+    if not path.is_file():
+        return f"no dataset file at {str(path)!r}" + (" (it is a directory)" if path.exists() else "")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+                check_row(row, f"row {i}")
+            return None
+        with path.open() as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        return f"{path}:{lineno}: not a JSON object ({e.msg})"
+                    check_row(row, f"{path}:{lineno}")
+    except ValueError as e:
+        return str(e).rstrip(".")
+    except (OSError, UnicodeDecodeError) as e:
+        return f"cannot read {path}: {e}"
+    return None
+
+
 def synthetic_rows(s: SyntheticSpec) -> list[dict]:
     if s.task == "general":
         return make_general_split(s.split, s.size, seed=s.seed, kinds=tuple(s.kinds or KINDS))
@@ -58,8 +86,6 @@ def synthetic_rows(s: SyntheticSpec) -> list[dict]:
 
 def run_artifact(source: RunArtifact) -> Path:
     """The file a finished stage of another run directory recorded as its artifact."""
-    from orchestrator.run_dir import RunDir
-
     return RunDir(Path(source.run_dir), "").artifact(source.stage, source.artifact)
 
 

@@ -4,19 +4,24 @@ and dataset rows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
-from actors.types import EngineSettings
+from actors.types import EngineSettings, TrainerSettings
 from orchestrator import cluster
-from orchestrator.cluster import ActorGroup
 from orchestrator.checkpoints import Checkpoint, StageCheckpoints
+from orchestrator.cluster import ActorGroup, ActorLost
 from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Resumable, Role, StageSpec
 from orchestrator.data import loading
+from orchestrator.faults import RestartBudget
 from orchestrator.fresh_model import materialize
 from orchestrator.run_dir import MetricsLog, RunDir, write_json
 from rewards.config import RewardSpec
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +52,9 @@ class StageContext:
                                                 stage.checkpoint_every_s, stage.keep_last)
             self.resume_from = self.checkpoints.latest()
             self.checkpoints.discard_others(self.resume_from)
+        self.restarts = RestartBudget(stage.name, stage.fault_tolerance.max_restarts)
+        self.groups: dict[Role, ActorGroup] = {}
+        """The stage's actor groups by role, as last spawned."""
         # Without a checkpoint the stage starts over and an earlier attempt's records go; with one they are kept
         # up to its step.
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
@@ -55,15 +63,41 @@ class StageContext:
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:
         """The stage's PolicyTrainer ranks, joined into one torch.distributed group."""
-        return cluster.spawn_trainers(self._resources("trainer"), self.cluster)
+        self.groups["trainer"] = cluster.spawn_trainers(self._resources("trainer"), self.cluster)
+        return self.groups["trainer"]
 
     def spawn_rollout(self, nccl_weight_transfer: bool = False) -> ActorGroup:
         """The stage's RolloutWorkers; ``nccl_weight_transfer`` builds their engines with vLLM's NCCL receiver."""
         engine = replace(self.engine, nccl_weight_transfer=nccl_weight_transfer)
-        return cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine)
+        self.groups["rollout"] = cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine)
+        return self.groups["rollout"]
 
     def spawn_rewards(self, specs: list[RewardSpec], deadline_s: float) -> ActorGroup:
-        return cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s)
+        self.groups["reward"] = cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s)
+        return self.groups["reward"]
+
+    def rebuild_trainers(self, settings: TrainerSettings) -> Checkpoint | None:
+        """After a trainer rank was lost: a new trainer group set up with ``settings``, and the stage's metrics
+        rewound to its last checkpoint, which is returned for the stage to restore (None: start over)."""
+        self.groups["trainer"].shutdown()
+        self.spawn_trainers().call("setup", settings)
+        checkpoint = self.checkpoints.latest()
+        self.metrics.rewind(checkpoint.step if checkpoint else 0)
+        return checkpoint
+
+    def replacer(self, load_rollout: Callable[[int], None] | None = None) -> Callable[[ActorLost], None]:
+        """What ``RestartBudget.retrying`` calls when a rollout or reward worker is lost: start a new one in its
+        bundle; ``load_rollout(rank)`` then brings a new engine up to what the others serve."""
+        def replace(lost: ActorLost) -> None:
+            self.groups[lost.role].replace(lost.rank)
+            if lost.role == "rollout" and load_rollout is not None:
+                load_rollout(lost.rank)
+        return replace
+
+    def retrying(self, work: Callable[[], T], load_rollout: Callable[[int], None] | None = None,
+                 step: int | None = None) -> T:
+        """``work`` redone after replacing any rollout or reward worker it loses (within the restart budget)."""
+        return self.restarts.retrying(work, self.replacer(load_rollout), step)
 
     def _resources(self, role: Role):
         # A stage spawns only what its spec declares, so `plan` (which prints the declaration) cannot drift.

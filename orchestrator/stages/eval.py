@@ -98,13 +98,18 @@ def _mean(xs: list[float]) -> float:
 
 
 def run(stage: EvalStage, ctx: StageContext) -> StageResult:
-    """The ``eval`` stage: serve the model on rollout workers and evaluate it."""
+    """The ``eval`` stage: serve the model on rollout workers and evaluate it. It keeps no checkpoint: a re-run
+    after a kill evaluates from the start."""
     model_path = ctx.model_path(stage.model)
+    tokenizer, rows = ctx.tokenizer(model_path), ctx.eval_rows(stage.eval)
     rollout = ctx.spawn_rollout()
-    try:
+
+    def run_eval() -> dict:   # redone from the load when a rollout worker is lost
         rollout.call("load", str(model_path), 0)
-        result = evaluate(rollout, ctx.tokenizer(model_path), ctx.eval_rows(stage.eval), stage.eval,
-                          seed=ctx.seed)
+        return evaluate(rollout, tokenizer, rows, stage.eval, seed=ctx.seed)
+
+    try:
+        result = ctx.retrying(run_eval)
     finally:
         rollout.shutdown()
     ctx.write_eval(result)

@@ -36,13 +36,10 @@ from orchestrator.config import RejectionSamplingStage, RSFilters
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.fanout import by_prompt, generate_sharded, score_sharded
+from rewards.base import infra_error
 from rewards.language import reasoning, words
 
 log = logging.getLogger(__name__)
-
-# Reward failures that say nothing about the sample (the reward could not run): such samples are dropped as
-# "reward_error" rather than counted as incorrect.
-_INFRA_ERRORS = ("timeout", "worker_crashed", "reward_error", "http_error")
 
 _CODE_FENCE = re.compile(r"^\s*```", re.M)
 _SPACES = re.compile(r"\s+")
@@ -91,14 +88,12 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
         for group in _candidates(saved["candidates"], prompts):
             curator.add_prompt(group)
     if done:
-        message = f"{stage.name}: resuming from chunk {done} of {len(starts)}"
-        log.info(message)
-        print(message, flush=True)
-    rollout = ctx.spawn_rollout()
-    rewards = None
+        log.info("%s: resuming from chunk %d of %d", stage.name, done, len(starts))
+    version = int(source["policy_version"])
     try:
+        rollout = ctx.spawn_rollout()
         rewards = ctx.spawn_rewards(stage.rewards, stage.reward_deadline_s)
-        rollout.call("load", str(model_path), int(source["policy_version"]))
+        rollout.call("load", str(model_path), version)
         if done:
             chunks.restore_rng(done - 1, rollout)
         bar = tqdm(total=len(prompts), initial=min(len(prompts), done * stage.chunk_prompts),
@@ -107,18 +102,9 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
             if i < done:
                 continue
             chunk = prompts[start:start + stage.chunk_prompts]
-            t0 = time.perf_counter()
-            groups = by_prompt(generate_sharded(rollout, [ids for _, ids in chunk], sampling))
-            t1 = time.perf_counter()
-            per_prompt = [[Candidate(row, r, {}, None) for r in groups[j]] for j, (row, _) in enumerate(chunk)]
-            candidates = [c for group in per_prompt for c in group]
-            samples = [{**c.row, "response_length": len(c.rollout.response_ids),
-                        "finish_reason": c.rollout.finish_reason} for c in candidates]
-            scores = score_sharded(rewards, [c.rollout.text for c in candidates], samples)
-            for c, components, details in zip(candidates, scores.components, scores.details):
-                c.components = components
-                c.error = _infra_error(details)
-            seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
+            # Redone whole when a rollout or reward worker is lost: nothing the dead worker produced is kept.
+            per_prompt, seconds = ctx.retrying(lambda: _sample_chunk(rollout, rewards, chunk, sampling),
+                                               lambda rank: rollout.call_one(rank, "load", str(model_path), version))
             t_gen, t_reward = t_gen + seconds["generate"], t_reward + seconds["reward"]
             chunks.save(i, start, per_prompt, seconds, rollout)
             for group in per_prompt:
@@ -127,9 +113,8 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
             bar.set_postfix(kept=curator.kept_count, refresh=False)
         bar.close()
     finally:
-        rollout.shutdown()
-        if rewards is not None:
-            rewards.shutdown()
+        for group in ctx.groups.values():
+            group.shutdown()
 
     kept = [curator.sft_row(c, source, i) for i, c in enumerate(curator.kept)]
     mixed = _mix(stage, ctx, len(kept))
@@ -142,14 +127,33 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
              report["candidates"], ", ".join(f"{k} {v}" for k, v in report["dropped"].items()) or "none dropped",
              len(mixed), path)
     metrics = {"prompts": len(prompts), "samples_per_prompt": stage.n, "rows": len(out_rows),
+               "resumed_from_chunk": done, "restarts": ctx.restarts.report(),
                "prompts_with_kept": curator.prompts_with_kept, "filter_report": report,
                "kept_by_domain": dict(Counter(c.row.get("domain") or "math" for c in curator.kept)),
                "kept_response_tokens_mean": round(sum(len(c.rollout.response_ids) for c in curator.kept)
                                                   / max(1, len(curator.kept)), 1),
                "seconds": {"generate": round(t_gen, 1), "reward": round(t_reward, 1)},
                "source": source}
-    ctx.metrics.log({"step": 0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+    ctx.metrics.log({"step": 0, **{k: v for k, v in metrics.items()
+                                   if isinstance(v, (int, float)) and k != "resumed_from_chunk"}})
     return StageResult(metrics=metrics, artifacts={"data": ctx.relative(path)})
+
+
+def _sample_chunk(rollout, rewards, chunk: list[tuple[dict, list[int]]], sampling: SamplingParams
+                  ) -> tuple[list[list[Candidate]], dict]:
+    """Generate and score one chunk of prompts: candidates grouped by prompt, and the seconds each phase took."""
+    t0 = time.perf_counter()
+    groups = by_prompt(generate_sharded(rollout, [ids for _, ids in chunk], sampling))
+    t1 = time.perf_counter()
+    per_prompt = [[Candidate(row, r, {}, None) for r in groups[j]] for j, (row, _) in enumerate(chunk)]
+    candidates = [c for group in per_prompt for c in group]
+    samples = [{**c.row, "response_length": len(c.rollout.response_ids), "finish_reason": c.rollout.finish_reason}
+               for c in candidates]
+    scores = score_sharded(rewards, [c.rollout.text for c in candidates], samples)
+    for c, components, details in zip(candidates, scores.components, scores.details):
+        c.components = components
+        c.error = _infra_error(details)
+    return per_prompt, {"generate": t1 - t0, "reward": time.perf_counter() - t1}
 
 
 class ChunkStore:
@@ -207,9 +211,10 @@ def _candidates(saved: list[dict], prompts: list[tuple[dict, list[int]]]) -> lis
 
 
 def _infra_error(details: dict) -> str | None:
-    """A pool failure (top-level ``error``) or a component that could not run, if any."""
-    found = [details] + [d for d in details.values() if isinstance(d, dict)]
-    return next((d["error"] for d in found if d.get("error") in _INFRA_ERRORS), None)
+    """The kind of failure, if the reward could not grade the sample: such samples are dropped as "reward_error"
+    rather than counted as incorrect (they say nothing about the sample)."""
+    found = infra_error(details)
+    return found[0] if found else None
 
 
 def _source(stage: RejectionSamplingStage, ctx: StageContext, model_path: Path) -> dict:

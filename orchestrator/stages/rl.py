@@ -17,105 +17,32 @@ Ray round trips, metrics) is reported as ``overhead_s``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import random
-import statistics
 import time
-from collections import defaultdict
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from actors.types import Rollout, SamplingParams
+from actors.types import SamplingParams, TrainerSettings
 from actors.weight_sync import in_memory_sync_problem, sync_weights
 from actors.weight_sync_nccl import WeightPlan, init_nccl_sync, nccl_available, sync_weights_nccl
 from orchestrator.algorithms.grpo import compute_advantages
 from orchestrator.algorithms.packing import TrainSequence, shard, unshard
 from orchestrator.algorithms.sampling import filter_groups, refill, select_groups, split_minibatches
 from orchestrator.checkpoints import Checkpoint
-from orchestrator.cluster import ActorGroup
 from orchestrator.config import ClusterSpec, RLStage
 from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.eval import evaluate
 from orchestrator.stages.fanout import by_prompt, generate_sharded, score_sharded
+from orchestrator.stages.rl_step import Group, PromptSampler, StepBatch, step_record, summarise, timed
+from rewards.base import infra_error
 
 log = logging.getLogger(__name__)
-
-PHASES = ("generate", "reward", "logprob", "train", "sync")
-
-
-# ---------------------------------------------------------------------------------------------- prompts
-class PromptSampler:
-    """Endless shuffled passes over the prompt rows; its state (pass, position) is part of a checkpoint."""
-
-    def __init__(self, rows: list[dict], seed: int):
-        if not rows:
-            raise ValueError("The RL stage has no prompts to sample from.")
-        self.rows, self.seed, self.epoch, self.pos = rows, seed, 0, 0
-        self._order = self._shuffled()
-
-    def _shuffled(self) -> list[int]:
-        order = list(range(len(self.rows)))
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        return order
-
-    def take(self, k: int) -> list[dict]:
-        out = []
-        while len(out) < k:
-            if self.pos == len(self._order):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._order = self._shuffled()
-            out.append(self.rows[self._order[self.pos]])
-            self.pos += 1
-        return out
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def restore(self, state: dict) -> None:
-        self.epoch, self.pos = state["epoch"], state["pos"]
-        self._order = self._shuffled()
-
-
-@dataclass
-class Group:
-    """One prompt and its n scored completions."""
-
-    row: dict
-    prompt_ids: list[int]
-    rollouts: list[Rollout]
-    rewards: list[float]
-    components: list[dict[str, float]]
-
-
-@dataclass
-class StepBatch:
-    groups: list[Group]
-    all_groups: list[Group] = field(default_factory=list)
-    """Every group generated for this step, before dynamic sampling kept some (== groups without it)."""
-    drawn: int = 0
-    rounds: int = 0
-    exhausted: bool = False
-    reward_errors: int = 0
-    reward_timeouts: int = 0
-    generated_tokens: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-
-
-@contextmanager
-def _timed(seconds: dict[str, float], phase: str):
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[phase] += time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -129,37 +56,37 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
              stage.name, len(prompts), stage.steps, stage.prompts_per_step, stage.grpo.n, stage.grpo.mini_batches,
              world)
     sync_mode = choose_weight_sync(stage, ctx.cluster, json.loads((Path(model_path) / "config.json").read_text()))
-    groups: list[ActorGroup] = []
     try:
         trainers = ctx.spawn_trainers()
-        groups.append(trainers)
         rollout = ctx.spawn_rollout(nccl_weight_transfer=sync_mode == "nccl")
-        groups.append(rollout)
-        rewards = ctx.spawn_rewards(stage.rewards, stage.reward_deadline_s)
-        groups.append(rewards)
+        ctx.spawn_rewards(stage.rewards, stage.reward_deadline_s)
         loss = stage.grpo.loss_settings(temperature=stage.sampling.temperature)
-        info = trainers.call("setup", stage.train.settings(str(model_path), total_steps=optimizer_steps,
-                                                           grad_accum=1, fp8=ctx.fp8(stage.model), loss=loss))[0]
+        settings = stage.train.settings(str(model_path), total_steps=optimizer_steps, grad_accum=1,
+                                        fp8=ctx.fp8(stage.model), loss=loss)
+        info = trainers.call("setup", settings)[0]
         rollout.call("load", str(model_path), 0)
         # Once per stage, after the engines have loaded: vLLM attaches its NCCL receiver to the loaded model.
         nccl_plan = init_nccl_sync(trainers, rollout, stage.sync_bucket_mb) if sync_mode == "nccl" else None
-        loop = GRPOLoop(stage, ctx, trainers, rollout, rewards, tokenizer, PromptSampler(prompts, stage.train.seed),
-                        sync_mode, nccl_plan)
+        loop = GRPOLoop(stage, ctx, settings, tokenizer, PromptSampler(prompts, stage.train.seed), sync_mode,
+                        nccl_plan)
         if ctx.resume_from is not None:
             loop.restore(ctx.resume_from)
         summary = loop.run()
         final = ctx.dir / "checkpoint"
-        trainers.call("save_hf", str(final))
+        loop.trainers.call("save_hf", str(final))
         metrics = {"steps": stage.steps, "optimizer_steps": loop.version, "parameters": info["parameters"],
                    "zero_stage": info["zero_stage"], "world_size": world, "prompts": len(prompts),
                    "weight_sync": loop.sync_mode, "checkpoints": ctx.checkpoints.report(ctx.resume_from), **summary}
         result = StageResult(metrics=metrics, artifacts={"checkpoint": ctx.relative(final)})
         if stage.eval is not None:  # the rollout workers already serve the final weights
-            result.eval = evaluate(rollout, tokenizer, ctx.eval_rows(stage.eval), stage.eval, seed=ctx.seed)
+            rows = ctx.eval_rows(stage.eval)
+            result.eval = ctx.retrying(lambda: evaluate(ctx.groups["rollout"], tokenizer, rows, stage.eval,
+                                                        seed=ctx.seed), loop.load_replacement)
             ctx.write_eval(result.eval)
+        metrics["restarts"] = ctx.restarts.report()
         return result
     finally:
-        for group in reversed(groups):
+        for group in reversed(list(ctx.groups.values())):
             group.shutdown()
 
 
@@ -215,11 +142,9 @@ def choose_weight_sync(stage: RLStage, cluster: ClusterSpec, model_config: dict,
 class GRPOLoop:
     """The steps of one RL stage over its actor groups: collect scored groups, train, sync, record."""
 
-    def __init__(self, stage: RLStage, ctx: StageContext, trainers: ActorGroup, rollout: ActorGroup,
-                 rewards: ActorGroup, tokenizer, sampler: PromptSampler, sync_mode: str,
-                 nccl_plan: WeightPlan | None = None):
-        self.stage, self.ctx, self.spec = stage, ctx, stage.grpo
-        self.trainers, self.rollout, self.rewards = trainers, rollout, rewards
+    def __init__(self, stage: RLStage, ctx: StageContext, settings: TrainerSettings, tokenizer, sampler: PromptSampler,
+                 sync_mode: str, nccl_plan: WeightPlan | None = None):
+        self.stage, self.ctx, self.spec, self.settings = stage, ctx, stage.grpo, settings
         self.tokenizer, self.sampler = tokenizer, sampler
         self.version = 0          # optimizer steps taken = the trainer's policy version
         self.served_version = 0   # the version the rollout workers serve
@@ -236,41 +161,98 @@ class GRPOLoop:
         self.dev_curve: list[dict] = []
         self.elapsed_before = 0.0  # seconds an earlier attempt spent on the steps a resume keeps
 
+    # The stage's groups as they are now: a lost actor is replaced in place, a lost trainer rank replaces the group.
+    trainers = property(lambda self: self.ctx.groups["trainer"])
+    rollout = property(lambda self: self.ctx.groups["rollout"])
+    rewards = property(lambda self: self.ctx.groups["reward"])
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
         stage = self.stage
-        history, dev_curve = self.history, self.dev_curve
         bar = tqdm(total=stage.steps, initial=self.step, desc=f"{stage.name} (rl)", unit="step", mininterval=2.0,
                    dynamic_ncols=True)
         t_start = time.perf_counter() - self.elapsed_before
         if self.dev_rows and self.step == 0:
-            dev_curve.append(self._dev_eval(0, bar))
-        for step in range(self.step + 1, stage.steps + 1):
-            t0 = time.perf_counter()
-            batch = self._collect(step)
-            train_metrics = self._train(batch, step)
-            if step % stage.sync_every == 0 or step == stage.steps:
-                with _timed(batch.seconds, "sync"):
-                    self._sync()
-            record = self._record(step, batch, train_metrics, time.perf_counter() - t0, t_start)
-            if self.dev_rows and (step % stage.dev_eval.every_steps == 0 or step == stage.steps):
-                if self.served_version != self.version:
-                    self._sync()
-                dev = self._dev_eval(step, bar)
-                dev_curve.append(dev)
-                record["dev_pass@1"] = dev["dev_pass@1"]
-            self.ctx.metrics.log(record, step=step)
-            history.append(record)
-            self.step = step
-            bar.update(1)
-            bar.set_postfix(reward=f"{record['reward_mean']:.3f}", pass_rate=f"{record['pass_rate']:.2f}",
-                            refresh=False)
-            # Only where the engines serve the trainer's weights (always with sync_every 1): a resume then hands
-            # them the checkpoint's weights and nothing else, and checkpointing never changes what is trained.
-            if step < stage.steps and self.served_version == self.version and self.ctx.checkpoints.due(step):
-                self._checkpoint(record["elapsed_s"])
+            self.dev_curve.append(self.ctx.retrying(lambda: self._dev_eval(0, bar), self.load_replacement, 0))
+        while self.step < stage.steps:
+            self.ctx.restarts.trainer_step(lambda: self._step(self.step + 1, bar, t_start),
+                                           lambda: self._rebuild_trainers(bar), self.step + 1)
         bar.close()
-        return _summarise(history, dev_curve)
+        return summarise(self.history, self.dev_curve)
+
+    def _step(self, step: int, bar, t_start: float) -> None:
+        """One step. Generation and scoring are redone from the same prompts when a rollout or reward worker is lost;
+        from training on, the step is never redone: a later loss replaces the actor and finishes what is left."""
+        stage, t0 = self.stage, time.perf_counter()
+        before = self.sampler.state()
+
+        def collect() -> StepBatch:
+            self.sampler.restore(before)
+            return self._collect(step)
+
+        batch = self.ctx.retrying(collect, self.load_replacement, step)
+        train_metrics = self._train(batch, step)
+        if step % stage.sync_every == 0 or step == stage.steps:
+            with timed(batch.seconds, "sync"):
+                self.ctx.retrying(self._sync, self.load_replacement, step)
+        record = step_record(stage, step, batch, train_metrics, self.version, self.trained_tokens,
+                             time.perf_counter() - t0, t_start)
+        if self.dev_rows and (step % stage.dev_eval.every_steps == 0 or step == stage.steps):
+            if self.served_version != self.version:
+                self.ctx.retrying(self._sync, self.load_replacement, step)
+            dev = self.ctx.retrying(lambda: self._dev_eval(step, bar), self.load_replacement, step)
+            self.dev_curve.append(dev)
+            record["dev_pass@1"] = dev["dev_pass@1"]
+        record["restarts"] = len(self.ctx.restarts.events)
+        self.ctx.metrics.log(record, step=step)
+        self.history.append(record)
+        self.step = step
+        bar.update(1)
+        bar.set_postfix(reward=f"{record['reward_mean']:.3f}", pass_rate=f"{record['pass_rate']:.2f}", refresh=False)
+        # Only where the engines serve the trainer's weights (always with sync_every 1): a resume then hands them
+        # the checkpoint's weights and nothing else, and checkpointing never changes what is trained.
+        if step < stage.steps and self.served_version == self.version and self.ctx.checkpoints.due(step):
+            self.ctx.retrying(lambda: self._checkpoint(record["elapsed_s"]), self.load_replacement, step)
+
+    # ------------------------------------------------------------------ faults
+    def load_replacement(self, rank: int) -> None:
+        """Bring a new rollout engine up: the stage's model, then every engine gets the trainer's current weights
+        (they served them already, unless sync_every > 1 left them a version or more behind)."""
+        if self.sync_mode == "nccl":
+            raise RuntimeError(f"Stage {self.stage.name!r}: a rollout engine was lost, and a new one cannot join the "
+                               "stage's NCCL weight-sync group yet. Re-run the same command to resume from the last "
+                               "checkpoint, or use weight_sync: object_store.")
+        self.rollout.call_one(rank, "load", self.settings.model_path, 0)
+        self._sync()
+
+    def _rebuild_trainers(self, bar) -> None:
+        """A trainer rank was lost: a new group, set up afresh, back at the last checkpoint (or the stage's start);
+        the steps after it run again and metrics.jsonl keeps them once."""
+        if self.sync_mode == "nccl":
+            raise RuntimeError(f"Stage {self.stage.name!r}: a trainer rank was lost, and a new trainer group cannot "
+                               "rebuild the NCCL weight-sync group yet. Re-run the same command to resume from the "
+                               "last checkpoint.")
+        checkpoint = self.ctx.rebuild_trainers(self.settings)
+        # An engine whose sync the dead rank was feeding holds half-loaded weights: it is rebuilt (same fault).
+        for rank, half_loaded in enumerate(self.ctx.retrying(lambda: self.rollout.call("sync_open"))):
+            if half_loaded:
+                self.rollout.replace(rank)
+                self.rollout.call_one(rank, "load", self.settings.model_path, 0)
+        if checkpoint is not None:
+            self.restore(checkpoint)
+        else:
+            self._start_over()
+        bar.n = self.step
+        bar.refresh()
+
+    def _start_over(self) -> None:
+        self.step = self.version = 0
+        self.sampler.restore({"epoch": 0, "pos": 0})
+        # The step-0 dev score is the starting model's, which has not changed.
+        self.history, self.elapsed_before = [], 0.0
+        self.dev_curve = [d for d in self.dev_curve if d["step"] == 0]
+        self.ctx.retrying(self._sync, self.load_replacement)
+        log.info("%s: no checkpoint yet; starting over from step 0", self.stage.name)
 
     # ------------------------------------------------------------------ rollouts
     def _collect(self, step: int) -> StepBatch:
@@ -300,7 +282,7 @@ class GRPOLoop:
 
     def _generate_and_score(self, rows: list[dict], batch: StepBatch) -> list[Group]:
         prompts = [row["_prompt_ids"] for row in rows]
-        with _timed(batch.seconds, "generate"):
+        with timed(batch.seconds, "generate"):
             rollouts = generate_sharded(self.rollout, prompts, self.sampling)
         grouped = by_prompt(rollouts)
         samples, completions = [], []
@@ -310,10 +292,18 @@ class GRPOLoop:
                 samples.append({k: v for k, v in row.items() if k != "_prompt_ids"}
                                | {"response_length": len(r.response_ids), "finish_reason": r.finish_reason})
         batch.generated_tokens += sum(len(r.response_ids) for r in rollouts)
-        with _timed(batch.seconds, "reward"):
+        with timed(batch.seconds, "reward"):
             scores = score_sharded(self.rewards, completions, samples)
+        unscored = [found for found in map(infra_error, scores.details) if found]
+        if samples and len(unscored) == len(samples):
+            kinds = Counter(kind for kind, _ in unscored)
+            raise RuntimeError(
+                f"Stage {self.stage.name!r}: the rewards could not grade any of the {len(samples)} samples of step "
+                f"{self.step + 1} ({', '.join(f'{k} {v}' for k, v in kinds.items())}); first: {unscored[0][1]!r}. "
+                "A step is never trained on rewards that all failed: fix the reward (or its data) and re-run.")
         batch.reward_errors += scores.errors
         batch.reward_timeouts += scores.timeouts
+        batch.reward_unscored += len(unscored)
         groups, k = [], 0
         for i, row in enumerate(rows):
             n = len(grouped[i])
@@ -345,7 +335,7 @@ class GRPOLoop:
         with_rollout = all(s.rollout_logprobs is not None for s in seqs)
         with_old = spec.mini_batches > 1
         if with_old:  # the behaviour policy's logprobs, before this batch's first update
-            with _timed(batch.seconds, "logprob"):
+            with timed(batch.seconds, "logprob"):
                 shards = shard(seqs, world, train.micro_batch_size, pad_id, spec.loss_agg)
                 per_rank = self.trainers.call_each("logprobs", [(b,) for b in shards])
                 for s, old in zip(seqs, unshard(shards, per_rank, seqs)):
@@ -359,7 +349,7 @@ class GRPOLoop:
             if not any(s.trained for s in chosen):
                 continue  # nothing to learn from (all truncated and masked): no step, no version
             shards = shard(chosen, world, train.micro_batch_size, pad_id, spec.loss_agg, with_old, with_rollout)
-            with _timed(batch.seconds, "train"):
+            with timed(batch.seconds, "train"):
                 results.append(self.trainers.call_each("rl_step", [(b,) for b in shards])[0])
             self.version += 1
         batch.seconds["logprob"] += sum(r.extra.get("ref_seconds", 0.0) for r in results)
@@ -406,96 +396,21 @@ class GRPOLoop:
             raise RuntimeError(f"{checkpoint.path}: the trainer state is at step(s) {sorted(versions)}, the driver's "
                                f"at policy version {state['version']}; the checkpoint is inconsistent.")
         self.step, self.version = checkpoint.step, state["version"]
-        self._sync()
         engines = sorted(checkpoint.path.glob("rollout-*.pt"), key=lambda f: int(f.stem.split("-")[1]))
         if len(engines) == len(self.rollout.actors):
-            self.rollout.call_each("set_rng_state", [(torch.load(f, weights_only=False),) for f in engines])
+            def serve() -> None:   # the RNG last: loading and syncing draw from it
+                self._sync()
+                self.rollout.call_each("set_rng_state", [(torch.load(f, weights_only=False),) for f in engines])
+
+            self.ctx.retrying(serve, self.load_replacement)
         else:
+            self.ctx.retrying(self._sync, self.load_replacement)
             log.warning("%s: the checkpoint holds %d rollout engines' RNG state, this run has %d engines: sampling "
                         "continues from fresh generators", self.stage.name, len(engines), len(self.rollout.actors))
         self.sampler.restore(state["sampler"])
         self.dev_curve = list(state["dev_curve"])
         self.history = [r for r in self.ctx.metrics.kept if "reward_mean" in r]
         self.elapsed_before = state["elapsed_s"]
-        message = f"{self.stage.name}: resuming from step {checkpoint.step} of {self.stage.steps}"
-        log.info(message)
-        print(message, flush=True)
+        log.info("%s: resuming from step %d of %d", self.stage.name, checkpoint.step, self.stage.steps)
 
     # ------------------------------------------------------------------ metrics
-    def _record(self, step: int, batch: StepBatch, results: list, seconds: float, t_start: float) -> dict:
-        samples = [(r, x, c) for g in batch.groups for r, x, c in zip(g.rollouts, g.rewards, g.components)]
-        rewards = [x for _, x, _ in samples]
-        lengths = [len(r.response_ids) for r, _, _ in samples]
-        passed = [self.stage.passed(c) for _, _, c in samples]
-        record = {
-            "step": step, "policy_version": self.version,
-            "reward_mean": _mean(rewards), "reward_std": statistics.pstdev(rewards) if rewards else 0.0,
-            "pass_rate": _mean(passed), "response_length_mean": _mean(lengths),
-            "response_length_max": max(lengths, default=0),
-            "truncated_fraction": _mean([r.finish_reason == "length" for r, _, _ in samples]),
-            "policy_version_lag": _mean([self.version - len(results) - r.policy_version for r, _, _ in samples]),
-            "groups": len(batch.groups), "prompts_drawn": batch.drawn, "refill_rounds": batch.rounds,
-            "refill_exhausted": batch.exhausted, "reward_errors": batch.reward_errors,
-            "reward_timeouts": batch.reward_timeouts,
-            # Which prompts this step drew, in order: two runs (or a run and its resume) drew the same data exactly
-            # when these agree.
-            "prompts_digest": _digest(g.prompt_ids for g in batch.all_groups or batch.groups),
-        }
-        if batch.all_groups:  # dynamic sampling: the trained groups are a biased subset; these are all draws
-            drawn = [(x, c) for g in batch.all_groups for x, c in zip(g.rewards, g.components)]
-            record["drawn_reward_mean"] = _mean(x for x, _ in drawn)
-            record["drawn_pass_rate"] = _mean(self.stage.passed(c) for _, c in drawn)
-        by_component: dict[str, list[float]] = defaultdict(list)
-        for _, _, c in samples:
-            for name, value in c.items():
-                by_component[name].append(value)
-        for name, values in sorted(by_component.items()):
-            record[f"reward/{name}_mean"] = _mean(values)
-            record[f"reward/{name}_std"] = statistics.pstdev(values)
-        if results:
-            last = results[-1]
-            record.update({"loss": last.loss, "grad_norm": last.grad_norm, "lr": last.lr})
-            for key in ("clip_frac", "approx_kl", "kl", "entropy", "ratio_mean", "pg_loss", "rollout_logprob_diff",
-                        "tis_weight_mean", "tis_capped_frac"):
-                values = [r.extra[key] for r in results if key in r.extra]
-                if values:
-                    record[key] = _mean(values)
-            record.update({k: v for k, v in last.extra.items() if k.startswith("moe/")})
-        for phase in PHASES:
-            record[f"{phase}_s"] = round(batch.seconds[phase], 3)
-        record["step_s"] = round(seconds, 3)
-        record["overhead_s"] = round(seconds - sum(batch.seconds.values()), 3)
-        record["generate_tokens_per_s"] = round(batch.generated_tokens / max(batch.seconds["generate"], 1e-9), 1)
-        record["train_tokens_per_s"] = round(self.trained_tokens / max(batch.seconds["train"], 1e-9), 1)
-        record["elapsed_s"] = round(time.perf_counter() - t_start, 1)
-        return record
-
-
-def _digest(prompts) -> str:
-    h = hashlib.sha256()
-    for ids in prompts:
-        h.update(b",".join(str(i).encode() for i in ids) + b";")
-    return h.hexdigest()[:12]
-
-
-def _mean(xs) -> float:
-    xs = list(xs)
-    return float(sum(xs)) / len(xs) if xs else 0.0
-
-
-def _summarise(history: list[dict], dev_curve: list[dict]) -> dict:
-    """Stage-level metrics: first/last-window means of the learning signals and the mean time breakdown."""
-    window = max(1, min(5, len(history) // 4 or 1))
-    first, last = history[:window], history[-window:]
-    out = {
-        "reward_mean_first": round(_mean(r["reward_mean"] for r in first), 4),
-        "reward_mean_last": round(_mean(r["reward_mean"] for r in last), 4),
-        "pass_rate_first": round(_mean(r["pass_rate"] for r in first), 4),
-        "pass_rate_last": round(_mean(r["pass_rate"] for r in last), 4),
-        "response_length_last": round(_mean(r["response_length_mean"] for r in last), 1),
-        "mean_step_s": {k: round(_mean(r[k] for r in history), 3)
-                        for k in [f"{p}_s" for p in PHASES] + ["overhead_s", "step_s"]},
-    }
-    if dev_curve:
-        out["dev_curve"] = dev_curve
-    return out

@@ -17,9 +17,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from actors.types import SFTBatch
+from actors.types import SFTBatch, TrainerSettings
 from orchestrator.checkpoints import Checkpoint
-from orchestrator.cluster import ActorGroup
 from orchestrator.config import SFTStage
 from orchestrator.data.chat import SFTExample, encode_sft, pad_batch
 from orchestrator.stages.context import StageContext, StageResult
@@ -112,27 +111,25 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
     log.info("%s: %d examples (%d dropped as too long), %d steps of %d sequences on %d rank(s)", stage.name,
              len(examples), len(rows) - len(examples), steps, train.batch_size, world)
 
-    trainers = ctx.spawn_trainers()
-    rollout: ActorGroup | None = None
+    settings = train.settings(str(model_path), total_steps=steps, grad_accum=grad_accum, fp8=ctx.fp8(stage.model))
     try:
-        info = trainers.call("setup", train.settings(str(model_path), total_steps=steps, grad_accum=grad_accum,
-                                                     fp8=ctx.fp8(stage.model)))[0]
+        info = ctx.spawn_trainers().call("setup", settings)[0]
         stopper = None
         if stage.early_stopping is not None:
-            rollout = ctx.spawn_rollout()
+            ctx.spawn_rollout()
             stopper = _EarlyStopper(stage.early_stopping.patience, stage.early_stopping.min_delta,
                                     stage.early_stopping.min_steps)
-        loop = _SFTLoop(stage, ctx, trainers, rollout, stopper, examples, steps, tokenizer)
+        loop = _SFTLoop(stage, ctx, settings, stopper, examples, steps, tokenizer)
         if ctx.resume_from is not None:
             loop.restore(ctx.resume_from)
         last = loop.run()
-        final = ctx.dir / "checkpoint"
+        stopper, final = loop.stopper, ctx.dir / "checkpoint"
         if stopper is not None and stopper.best_step >= 0:
             shutil.rmtree(final, ignore_errors=True)
             (ctx.dir / "candidates" / f"step-{stopper.best_step}").rename(final)
             shutil.rmtree(ctx.dir / "candidates", ignore_errors=True)
         else:
-            trainers.call("save_hf", str(final))
+            loop.trainers.call("save_hf", str(final))
         metrics = {"steps": last["step"], "final_loss": last["loss"], "parameters": info["parameters"],
                    "examples": len(examples), "zero_stage": info["zero_stage"], "world_size": world,
                    "checkpoints": ctx.checkpoints.report(ctx.resume_from)}
@@ -141,24 +138,29 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
                             "early_stopping": stopper.history})
         result = StageResult(metrics=metrics, artifacts={"checkpoint": ctx.relative(final)})
         if stage.eval is not None:
-            if rollout is None:
-                rollout = ctx.spawn_rollout()
-            rollout.call("load", str(final), last["step"])
-            result.eval = evaluate(rollout, tokenizer, ctx.eval_rows(stage.eval), stage.eval, seed=ctx.seed)
+            if "rollout" not in ctx.groups:
+                ctx.spawn_rollout()
+            rows = ctx.eval_rows(stage.eval)
+
+            def final_eval() -> dict:
+                ctx.groups["rollout"].call("load", str(final), last["step"])
+                return evaluate(ctx.groups["rollout"], tokenizer, rows, stage.eval, seed=ctx.seed)
+
+            result.eval = ctx.retrying(final_eval)
             ctx.write_eval(result.eval)
+        metrics["restarts"] = ctx.restarts.report()
         return result
     finally:
-        trainers.shutdown()
-        if rollout is not None:
-            rollout.shutdown()
+        for group in ctx.groups.values():
+            group.shutdown()
 
 
 class _SFTLoop:
     """The steps of one SFT stage: train, evaluate a candidate every ``early_stopping.every_steps``, checkpoint."""
 
-    def __init__(self, stage: SFTStage, ctx: StageContext, trainers: ActorGroup, rollout: ActorGroup | None,
-                 stopper: _EarlyStopper | None, examples: list[SFTExample], steps: int, tokenizer):
-        self.stage, self.ctx, self.trainers, self.rollout, self.stopper = stage, ctx, trainers, rollout, stopper
+    def __init__(self, stage: SFTStage, ctx: StageContext, settings: TrainerSettings, stopper: _EarlyStopper | None,
+                 examples: list[SFTExample], steps: int, tokenizer):
+        self.stage, self.ctx, self.settings, self.stopper = stage, ctx, settings, stopper
         self.examples, self.steps, self.tokenizer = examples, steps, tokenizer
         self.batches = EpochBatches(len(examples), stage.train.batch_size, stage.train.seed)
         self.step = 0
@@ -166,45 +168,80 @@ class _SFTLoop:
         es = stage.early_stopping
         self.dev_rows = ctx.rows(es.data)[: es.limit] if es else []
 
+    # The groups as they are now: a lost rollout worker is replaced in place, a lost trainer rank replaces the group.
+    trainers = property(lambda self: self.ctx.groups["trainer"])
+    rollout = property(lambda self: self.ctx.groups["rollout"])
+
     def run(self) -> dict:
-        stage, ctx, stopper, es = self.stage, self.ctx, self.stopper, self.stage.early_stopping
-        world, pad_id = len(self.trainers.actors), self.tokenizer.pad_token_id
-        bar = tqdm(total=self.steps, initial=self.step, desc=f"{stage.name} (sft)", unit="step", mininterval=2.0,
-                   dynamic_ncols=True)
+        bar = tqdm(total=self.steps, initial=self.step, desc=f"{self.stage.name} (sft)", unit="step",
+                   mininterval=2.0, dynamic_ncols=True)
         t_start = time.perf_counter()
         while self.step < self.steps:
-            batch = [self.examples[i] for i in self.batches.next()]
-            metrics = self.trainers.call_each("sft_step", [(b,) for b in _shard(batch, world, pad_id)])[0]
-            self.step = metrics.step
-            self.last = {"step": metrics.step, "loss": metrics.loss}
-            record = {"step": metrics.step, "loss": round(metrics.loss, 5), "grad_norm": round(metrics.grad_norm, 4),
-                      "lr": metrics.lr, "tokens_per_s": round(metrics.tokens * world / metrics.seconds, 1),
-                      "epoch": round(metrics.step * stage.train.batch_size / len(self.examples), 3),
-                      "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
-            if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == self.steps):
-                score = self._evaluate_candidate(metrics.step)
-                record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best})
-                bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
-            ctx.metrics.log(record, step=metrics.step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics.loss:.3f}", refresh=False)
-            if stopper is not None and stopper.should_stop:
-                bar.write(f"{stage.name}: no gain in {es.patience} evaluations; stopping at step {metrics.step}")
+            if self.ctx.restarts.trainer_step(lambda: self._step(bar, t_start), lambda: self._rebuild_trainers(bar),
+                                              self.step + 1):
                 break
-            if self.step < self.steps and ctx.checkpoints.due(self.step):
-                self._checkpoint()
         bar.close()
         return self.last
+
+    def _step(self, bar, t_start: float) -> bool:
+        """One optimizer step (and its evaluation, checkpoint); True when early stopping ends the stage."""
+        stage, ctx, stopper, es = self.stage, self.ctx, self.stopper, self.stage.early_stopping
+        world, pad_id = len(self.trainers.actors), self.tokenizer.pad_token_id
+        batch = [self.examples[i] for i in self.batches.next()]
+        metrics = self.trainers.call_each("sft_step", [(b,) for b in _shard(batch, world, pad_id)])[0]
+        self.step = metrics.step
+        self.last = {"step": metrics.step, "loss": metrics.loss}
+        record = {"step": metrics.step, "loss": round(metrics.loss, 5), "grad_norm": round(metrics.grad_norm, 4),
+                  "lr": metrics.lr, "tokens_per_s": round(metrics.tokens * world / metrics.seconds, 1),
+                  "epoch": round(metrics.step * stage.train.batch_size / len(self.examples), 3),
+                  "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
+        if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == self.steps):
+            score = self._evaluate_candidate(metrics.step)
+            record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best})
+            bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
+        ctx.metrics.log(record, step=metrics.step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics.loss:.3f}", refresh=False)
+        if stopper is not None and stopper.should_stop:
+            bar.write(f"{stage.name}: no gain in {es.patience} evaluations; stopping at step {metrics.step}")
+            return True
+        if self.step < self.steps and ctx.checkpoints.due(self.step):
+            self._checkpoint()
+        return False
 
     def _evaluate_candidate(self, step: int) -> float:
         candidate = self.ctx.dir / "candidates" / f"step-{step}"
         self.trainers.call("save_hf", str(candidate))
-        self.rollout.call("load", str(candidate), step)
         max_tokens = self.stage.eval.max_tokens if self.stage.eval else 256
-        score = evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens)["pass@1"]
-        self.stopper.update(step, score)
+
+        def score() -> float:   # redone from the load when a rollout worker is lost
+            self.rollout.call("load", str(candidate), step)
+            return evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens)["pass@1"]
+
+        result = self.ctx.retrying(score, step=step)
+        self.stopper.update(step, result)
         self._prune_candidates()
-        return score
+        return result
+
+    def _rebuild_trainers(self, bar) -> None:
+        """A trainer rank was lost: a new group, set up afresh, back at the last checkpoint (or the stage's start);
+        the steps after it run again and metrics.jsonl keeps them once."""
+        checkpoint = self.ctx.rebuild_trainers(self.settings)
+        if checkpoint is not None:
+            self.restore(checkpoint)
+        else:
+            self._start_over()
+        bar.n = self.step
+        bar.refresh()
+
+    def _start_over(self) -> None:
+        self.step, self.last = 0, {"step": 0, "loss": float("nan")}
+        self.batches = EpochBatches(len(self.examples), self.stage.train.batch_size, self.stage.train.seed)
+        if self.stopper is not None:
+            es = self.stage.early_stopping
+            self.stopper = _EarlyStopper(es.patience, es.min_delta, es.min_steps)
+            self._prune_candidates()
+        log.info("%s: no checkpoint yet; starting over from step 0", self.stage.name)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> None:
@@ -225,9 +262,7 @@ class _SFTLoop:
         if self.stopper is not None:
             self.stopper.restore(state["stopper"])
         self._prune_candidates()
-        message = f"{self.stage.name}: resuming from step {checkpoint.step} of {self.steps}"
-        log.info(message)
-        print(message, flush=True)
+        log.info("%s: resuming from step %d of %d", self.stage.name, checkpoint.step, self.steps)
 
     def _prune_candidates(self) -> None:
         """Keep the best candidate checkpoint, and the one each kept checkpoint would resume with."""

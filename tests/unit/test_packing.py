@@ -8,7 +8,8 @@ import torch
 from actors.losses import aggregate, loss_normaliser
 from orchestrator.algorithms.packing import TrainSequence, micro_batch, shard, unshard
 from orchestrator.config import ClusterSpec, RLStage
-from orchestrator.stages.rl import PromptSampler, choose_weight_sync
+from orchestrator.stages.rl import choose_weight_sync
+from orchestrator.stages.rl_step import PromptSampler
 
 PAD = 0
 

@@ -20,7 +20,7 @@ from actors import rng
 from orchestrator.checkpoints import StageCheckpoints
 from orchestrator.config import FaultTolerance
 from orchestrator.run_dir import MetricsLog
-from orchestrator.stages.rl import PromptSampler
+from orchestrator.stages.rl_step import PromptSampler
 from orchestrator.stages.sft import EpochBatches, _EarlyStopper
 from tests.conftest import ROOT
 

@@ -8,7 +8,8 @@ import torch
 
 from actors.types import Rollout, StepMetrics
 from orchestrator.config import RLStage
-from orchestrator.stages.rl import Group, StepBatch, GRPOLoop
+from orchestrator.stages.rl import GRPOLoop
+from orchestrator.stages.rl_step import Group, StepBatch
 
 
 class RecordingTrainers:
@@ -40,7 +41,8 @@ def _loop(mini_batches: int) -> tuple[GRPOLoop, RecordingTrainers]:
         "train": {"micro_batch_size": 8}})
     loop = GRPOLoop.__new__(GRPOLoop)
     trainers = RecordingTrainers()
-    loop.stage, loop.spec, loop.trainers, loop.version = stage, stage.grpo, trainers, 0
+    loop.stage, loop.spec, loop.version = stage, stage.grpo, 0
+    loop.ctx = SimpleNamespace(groups={"trainer": trainers})
     loop.tokenizer = SimpleNamespace(pad_token_id=0)
     return loop, trainers
 
