@@ -88,11 +88,11 @@ class StageContext:
     def replacer(self, load_rollout: Callable[[int], None] | None = None) -> Callable[[ActorLost], None]:
         """What ``RestartBudget.retrying`` calls when a rollout or reward worker is lost: start a new one in its
         bundle; ``load_rollout(rank)`` then brings a new engine up to what the others serve."""
-        def replace(lost: ActorLost) -> None:
+        def replace_lost(lost: ActorLost) -> None:
             self.groups[lost.role].replace(lost.rank)
             if lost.role == "rollout" and load_rollout is not None:
                 load_rollout(lost.rank)
-        return replace
+        return replace_lost
 
     def retrying(self, work: Callable[[], T], load_rollout: Callable[[int], None] | None = None,
                  step: int | None = None) -> T:
