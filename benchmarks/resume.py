@@ -70,6 +70,7 @@ def bench_checkpoint(repeat: int) -> None:
     from orchestrator.data.synthetic import make_split
     from orchestrator.fresh_model import materialize
     from orchestrator.stages.sft import _shard
+    from orchestrator.yaml_errors import load_pipeline
     from weight_sync import model_config
 
     torch.set_num_threads(2)
@@ -77,7 +78,8 @@ def bench_checkpoint(repeat: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="ckpt-bench-"))
     trainer = PolicyTrainer(rank=0, world_size=1, threads=2)
     trainer.init_distributed("127.0.0.1", _free_port())
-    for label, config in (("tiny V3 (make run)", {}), ("V3 hidden 512, 8 layers", model_config(512, 8))):
+    tiny = load_pipeline(ROOT / "pipelines" / "tiny_r1.yaml", check_inputs=False).models["tiny"].init.config
+    for label, config in (("tiny V3 (make run)", tiny), ("V3 hidden 512, 8 layers", model_config(512, 8))):
         init = InitSpec.model_validate({"arch": "deepseek_v3", "config": config,
                                         "tokenizer": {"vocab_size": 512, "train_on": ["sft"]}})
         path = materialize(label, init, (r["prompt"] + "\n" + r["response"] for r in rows),
@@ -151,7 +153,8 @@ def bench_resume() -> None:
         stop_processes_under(ray_tmp, grace_s=0.5)
         t0 = time.time()
         proc = _run(pipeline, run_dir, ray_tmp)
-        _wait(proc, lambda: any(r["step"] == 3 for r in _records(run_dir)))
+        # Step 3 again: the kill came after it, the checkpoint is at 2, so the re-run's first step is 3.
+        _wait(proc, lambda: any(r["step"] == 3 and r["time"] > t0 for r in _records(run_dir)))
         resumed = next(r for r in _records(run_dir) if r["step"] == 3)["time"] - t0
         proc.wait(timeout=900)
         steps = [r["step_s"] for r in _records(run_dir)]
