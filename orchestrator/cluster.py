@@ -7,10 +7,12 @@ it, returning their resources for the next stage's roles.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import ray
@@ -68,6 +70,28 @@ _UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cach
 def _needed_cpus(cluster: ClusterSpec) -> int:
     # Stages run one after another but a stage may hold all three roles at once.
     return int(sum(r.workers * r.cpus for r in (cluster.trainer, cluster.rollout, cluster.reward)) + 0.999)
+
+
+@dataclass(frozen=True)
+class ActorNames:
+    """How a stage's actors are listed on the dashboard's Actors page and by `ray list actors`:
+    ``<pipeline>/<stage>/<role>-<rank>``, in one namespace per run directory. A replacement gets a suffix
+    (``rollout-0.1``): Ray may still hold the dead actor's name for a moment."""
+
+    namespace: str
+    prefix: str
+    generation: int = 0
+    """Replacements so far of a whole group (a rebuilt trainer group starts here)."""
+
+    def of(self, role: Role, rank: int, attempt: int) -> str:
+        n = self.generation + attempt
+        return f"{self.prefix}/{role}-{rank}" + (f".{n}" if n else "")
+
+
+def run_namespace(pipeline: str, run_dir: Path) -> str:
+    """The Ray namespace of one run: the pipeline's name and a digest of its run directory, so two runs of the
+    same pipeline on one cluster list their actors apart."""
+    return f"r1ray.{pipeline}.{hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
 class ActorLost(RuntimeError):
@@ -141,8 +165,10 @@ class ActorGroup:
         remove_placement_group(self.pg)
 
 
-def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec, make_args) -> ActorGroup:
-    """Reserve ``res.workers`` bundles, then start one ``cls`` actor per bundle with ``make_args(rank)``."""
+def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec, make_args,
+                names: ActorNames | None = None) -> ActorGroup:
+    """Reserve ``res.workers`` bundles, then start one ``cls`` actor per bundle with ``make_args(rank)``, named
+    by ``names`` (anonymous without)."""
     bundles = [{"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {})} for _ in range(res.workers)]
     pg = placement_group(bundles, strategy="PACK" if cluster.placement == "pack" else "SPREAD")
     ready, _ = ray.wait([pg.ready()], timeout=cluster.ready_timeout_s)
@@ -154,11 +180,14 @@ def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec,
             f"{res.gpus} GPU each within {cluster.ready_timeout_s:.0f} s (available now: "
             f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU). Lower cluster.{role} or add nodes.")
     remote_cls = ray.remote(cls)
+    attempts = [0] * res.workers
 
     def start(rank: int):
         args, kwargs = make_args(rank)
+        named = {"name": names.of(role, rank, attempts[rank]), "namespace": names.namespace} if names else {}
+        attempts[rank] += 1
         return remote_cls.options(
-            num_cpus=res.cpus, num_gpus=res.gpus,
+            num_cpus=res.cpus, num_gpus=res.gpus, **named,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg,
                                                                  placement_group_bundle_index=rank),
         ).remote(*args, **kwargs)
@@ -166,32 +195,33 @@ def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec,
     return ActorGroup(role, [start(rank) for rank in range(res.workers)], pg, start)
 
 
-def spawn_trainers(res: RoleResources, cluster: ClusterSpec) -> ActorGroup:
+def spawn_trainers(res: RoleResources, cluster: ClusterSpec, names: ActorNames | None = None) -> ActorGroup:
     """PolicyTrainer ranks, joined into one torch.distributed group."""
     from actors.trainer import PolicyTrainer
 
     device = "cuda" if res.gpus else "cpu"
     group = spawn_group("trainer", PolicyTrainer, res, cluster,
-                        lambda rank: ((rank, res.workers), {"threads": res.threads, "device": device}))
+                        lambda rank: ((rank, res.workers), {"threads": res.threads, "device": device}), names)
     addr, port = ray.get(group.actors[0].address.remote())
     group.call("init_distributed", addr, port)
     return group
 
 
-def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: EngineSettings) -> ActorGroup:
+def spawn_rollout(res: RoleResources, cluster: ClusterSpec, engine: EngineSettings,
+                  names: ActorNames | None = None) -> ActorGroup:
     from actors.rollout import RolloutWorker
 
     device = "cuda" if res.gpus else "cpu"
     threads = res.threads or max(1, int(res.cpus))
     return spawn_group("rollout", RolloutWorker, res, cluster,
-                       lambda rank: ((engine,), {"threads": threads, "device": device}))
+                       lambda rank: ((engine,), {"threads": threads, "device": device}), names)
 
 
-def spawn_rewards(res: RoleResources, cluster: ClusterSpec, specs: list[RewardSpec], deadline_s: float
-                  ) -> ActorGroup:
+def spawn_rewards(res: RoleResources, cluster: ClusterSpec, specs: list[RewardSpec], deadline_s: float,
+                  names: ActorNames | None = None) -> ActorGroup:
     """RewardWorkers, each scoring with a pool of one process per whole CPU it reserves (at least one)."""
     from actors.reward import RewardWorker
 
     procs = max(1, int(res.cpus))
     return spawn_group("reward", RewardWorker, res, cluster,
-                       lambda rank: ((specs,), {"num_procs": procs, "deadline_s": deadline_s}))
+                       lambda rank: ((specs,), {"num_procs": procs, "deadline_s": deadline_s}), names)

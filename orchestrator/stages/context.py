@@ -13,7 +13,7 @@ from typing import TypeVar
 from actors.types import EngineSettings, TrainerSettings
 from orchestrator import cluster
 from orchestrator.checkpoints import Checkpoint, StageCheckpoints
-from orchestrator.cluster import ActorGroup, ActorLost
+from orchestrator.cluster import ActorGroup, ActorLost, ActorNames, run_namespace
 from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Resumable, Role, StageSpec
 from orchestrator.data import loading
 from orchestrator.faults import RestartBudget
@@ -55,6 +55,7 @@ class StageContext:
         self.restarts = RestartBudget(stage.name, stage.fault_tolerance.max_restarts)
         self.groups: dict[Role, ActorGroup] = {}
         """The stage's actor groups by role, as last spawned."""
+        self.names = ActorNames(run_namespace(spec.name, run.root), f"{spec.name}/{stage.name}")
         # Without a checkpoint the stage starts over and an earlier attempt's records go; with one they are kept
         # up to its step.
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
@@ -63,23 +64,25 @@ class StageContext:
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:
         """The stage's PolicyTrainer ranks, joined into one torch.distributed group."""
-        self.groups["trainer"] = cluster.spawn_trainers(self._resources("trainer"), self.cluster)
+        self.groups["trainer"] = cluster.spawn_trainers(self._resources("trainer"), self.cluster, self.names)
         return self.groups["trainer"]
 
     def spawn_rollout(self, nccl_weight_transfer: bool = False) -> ActorGroup:
         """The stage's RolloutWorkers; ``nccl_weight_transfer`` builds their engines with vLLM's NCCL receiver."""
         engine = replace(self.engine, nccl_weight_transfer=nccl_weight_transfer)
-        self.groups["rollout"] = cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine)
+        self.groups["rollout"] = cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine, self.names)
         return self.groups["rollout"]
 
     def spawn_rewards(self, specs: list[RewardSpec], deadline_s: float) -> ActorGroup:
-        self.groups["reward"] = cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s)
+        self.groups["reward"] = cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s,
+                                                      self.names)
         return self.groups["reward"]
 
     def rebuild_trainers(self, settings: TrainerSettings) -> Checkpoint | None:
         """After a trainer rank was lost: a new trainer group set up with ``settings``, and the stage's metrics
         rewound to its last checkpoint, which is returned for the stage to restore (None: start over)."""
         self.groups["trainer"].shutdown()
+        self.names = replace(self.names, generation=self.names.generation + 1)
         self.spawn_trainers().call("setup", settings)
         checkpoint = self.checkpoints.latest()
         self.metrics.rewind(checkpoint.step if checkpoint else 0)
