@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.run_dir_probe import RunDirProbe
 from rewards.config import RewardSpec
 from rewards.isolation.pool import RewardPool
 
@@ -40,7 +41,7 @@ class RewardScores:
     """Mean wall-clock seconds per sample from dispatch to result."""
 
 
-class RewardWorker:
+class RewardWorker(RunDirProbe):
     def __init__(self, specs: list[RewardSpec], num_procs: int = 2, deadline_s: float = 60.0):
         self._pool = RewardPool(specs, num_procs=num_procs, deadline_s=deadline_s)
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from actors import rng
+from actors.run_dir_probe import RunDirProbe
 from actors.types import EngineSettings, Rollout, SamplingParams
 from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
 
@@ -31,7 +32,7 @@ def reloadable_in_place(config: dict) -> bool:
     return config.get("model_type") in _RELOADABLE and not config.get("tie_word_embeddings", False)
 
 
-class RolloutWorker:
+class RolloutWorker(RunDirProbe):
     """Generates completions with vLLM. Construct with the engine settings; ``load`` a checkpoint first."""
 
     def __init__(self, engine: EngineSettings, threads: int | None = None, device: str = "cpu"):

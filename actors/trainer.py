@@ -24,6 +24,7 @@ import torch
 
 from actors import rng
 from actors.losses import entropy_from_logits, grpo_loss, token_logprobs
+from actors.run_dir_probe import RunDirProbe
 from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def load_causal_lm(path: str, dtype: torch.dtype, fp8: bool = False):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
-class PolicyTrainer:
+class PolicyTrainer(RunDirProbe):
     def __init__(self, rank: int, world_size: int, threads: int | None = None, device: str = "cpu"):
         self.rank, self.world_size, self.device = rank, world_size, device
         if threads:

@@ -195,6 +195,21 @@ def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec,
     return ActorGroup(role, [start(rank) for rank in range(res.workers)], pg, start)
 
 
+def check_run_dir(group: ActorGroup, run_dir: Path, marker: Path, token: str, ranks: list[int] | None = None
+                  ) -> None:
+    """Fail at once, naming the node, if an actor of ``group`` does not see the driver's run directory (its
+    marker with this run's ``token``): checkpoints, datasets and sync files would otherwise go missing mid-stage."""
+    ranks = list(range(len(group.actors))) if ranks is None else ranks
+    seen = group.gather([group.actors[r].sees_run_dir.remote(str(marker), token) for r in ranks], ranks)
+    for rank, (node, problem) in zip(ranks, seen):
+        if problem is not None:
+            raise RuntimeError(
+                f"{ROLE_CLASSES[group.role]} rank {rank} on node {node} does not see the run directory {run_dir}: "
+                f"{problem}. Every node reads and writes the run directory (checkpoints, datasets, weight-sync "
+                "files): put it on a filesystem all nodes mount (NFS, Lustre, a mounted bucket) and pass that path "
+                "as --run-dir.")
+
+
 def spawn_trainers(res: RoleResources, cluster: ClusterSpec, names: ActorNames | None = None) -> ActorGroup:
     """PolicyTrainer ranks, joined into one torch.distributed group."""
     from actors.trainer import PolicyTrainer

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,23 @@ class MetricsLog:
 class RunDir:
     """The run directory: which stages finished (with what config), and the summary built from them."""
 
+    MARKER = ".r1ray-run"
+    """Written at the start of a run with a fresh token; every actor reads it back (actors/run_dir_probe.py)."""
+
     def __init__(self, root: Path, pipeline_name: str):
         self.root = root
         self.pipeline_name = pipeline_name
         root.mkdir(parents=True, exist_ok=True)
+        self.token: str | None = None
+
+    def mark(self) -> str:
+        """Write this run's marker (once per driver) and return its token."""
+        if self.token is None:
+            self.token = uuid.uuid4().hex
+            tmp = self.root / (self.MARKER + ".tmp")
+            tmp.write_text(self.token + "\n")
+            os.replace(tmp, self.root / self.MARKER)
+        return self.token
 
     def stage_dir(self, name: str) -> Path:
         path = self.root / name

@@ -64,19 +64,22 @@ class StageContext:
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:
         """The stage's PolicyTrainer ranks, joined into one torch.distributed group."""
-        self.groups["trainer"] = cluster.spawn_trainers(self._resources("trainer"), self.cluster, self.names)
-        return self.groups["trainer"]
+        return self._checked(cluster.spawn_trainers(self._resources("trainer"), self.cluster, self.names))
 
     def spawn_rollout(self, nccl_weight_transfer: bool = False) -> ActorGroup:
         """The stage's RolloutWorkers; ``nccl_weight_transfer`` builds their engines with vLLM's NCCL receiver."""
         engine = replace(self.engine, nccl_weight_transfer=nccl_weight_transfer)
-        self.groups["rollout"] = cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine, self.names)
-        return self.groups["rollout"]
+        return self._checked(cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine, self.names))
 
     def spawn_rewards(self, specs: list[RewardSpec], deadline_s: float) -> ActorGroup:
-        self.groups["reward"] = cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s,
-                                                      self.names)
-        return self.groups["reward"]
+        return self._checked(cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s,
+                                                   self.names))
+
+    def _checked(self, group: ActorGroup, ranks: list[int] | None = None) -> ActorGroup:
+        """Register ``group`` as its role's; its actors (``ranks``, default all) must see the run directory."""
+        self.groups[group.role] = group
+        cluster.check_run_dir(group, self.run.root, self.run.root / RunDir.MARKER, self.run.mark(), ranks)
+        return group
 
     def rebuild_trainers(self, settings: TrainerSettings) -> Checkpoint | None:
         """After a trainer rank was lost: a new trainer group set up with ``settings``, and the stage's metrics
@@ -88,11 +91,16 @@ class StageContext:
         self.metrics.rewind(checkpoint.step if checkpoint else 0)
         return checkpoint
 
+    def replace(self, role: Role, rank: int) -> None:
+        """A new actor in place of ``role`` rank ``rank``, in its bundle (on another node if its node is gone)."""
+        self.groups[role].replace(rank)
+        self._checked(self.groups[role], [rank])
+
     def replacer(self, load_rollout: Callable[[int], None] | None = None) -> Callable[[ActorLost], None]:
         """What ``RestartBudget.retrying`` calls when a rollout or reward worker is lost: start a new one in its
         bundle; ``load_rollout(rank)`` then brings a new engine up to what the others serve."""
         def replace_lost(lost: ActorLost) -> None:
-            self.groups[lost.role].replace(lost.rank)
+            self.replace(lost.role, lost.rank)
             if lost.role == "rollout" and load_rollout is not None:
                 load_rollout(lost.rank)
         return replace_lost

@@ -236,7 +236,7 @@ class GRPOLoop:
         # An engine whose sync the dead rank was feeding holds half-loaded weights: it is rebuilt (same fault).
         for rank, half_loaded in enumerate(self.ctx.retrying(lambda: self.rollout.call("sync_open"))):
             if half_loaded:
-                self.rollout.replace(rank)
+                self.ctx.replace("rollout", rank)
                 self.rollout.call_one(rank, "load", self.settings.model_path, 0)
         if checkpoint is not None:
             self.restore(checkpoint)

@@ -8,11 +8,13 @@ import signal
 
 import pytest
 
-from orchestrator.cluster import ActorLost, ActorNames, run_namespace, spawn_group
+from actors.run_dir_probe import RunDirProbe
+from orchestrator.cluster import ActorLost, ActorNames, check_run_dir, run_namespace, spawn_group
 from orchestrator.config import ClusterSpec, RoleResources
+from orchestrator.run_dir import RunDir
 
 
-class Echo:
+class Echo(RunDirProbe):
     def __init__(self, rank: int):
         self.rank = rank
 
@@ -59,3 +61,22 @@ def test_a_method_error_is_not_a_lost_actor(ray_local):
     finally:
         group.shutdown()
 
+
+
+def test_an_actor_that_does_not_see_the_run_dir_stops_the_stage_at_once(ray_local, tmp_path):
+    run = RunDir(tmp_path / "run", "p")
+    token = run.mark()
+    group = spawn_group("trainer", Echo, RoleResources(workers=2, cpus=0.5), ClusterSpec(), lambda r: ((r,), {}))
+    try:
+        check_run_dir(group, run.root, run.root / RunDir.MARKER, token)   # the same filesystem: fine
+        with pytest.raises(RuntimeError) as info:   # what a node with its own local disk at that path finds
+            check_run_dir(group, run.root, tmp_path / "elsewhere" / RunDir.MARKER, token)
+        message = str(info.value)
+        assert message.startswith(f"PolicyTrainer rank 0 on node 127.0.0.1 does not see the run directory {run.root}")
+        assert "(the directory does not exist)" in message and "pass that path as --run-dir" in message
+        other = RunDir(tmp_path / "other", "p")
+        other.mark()
+        with pytest.raises(RuntimeError, match="belongs to another run"):
+            check_run_dir(group, run.root, other.root / RunDir.MARKER, token)
+    finally:
+        group.shutdown()
