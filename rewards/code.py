@@ -1,24 +1,36 @@
 """`code`: the fraction of a sample's tests that the completion's program passes, run in the sandbox.
 
 The program is the last fenced Python block of the answer (after `</think>`; a ```python block is preferred
-to an untagged one). Tests use the APPS / LiveCodeBench `input_output` convention, in `sample["tests"]`
-(a dict or its JSON text):
+to an untagged one). `sample["tests"]` (a dict or its JSON text) holds the tests in one of three conventions.
+APPS / LiveCodeBench `input_output`:
 - stdin/stdout: `{"inputs": [str, …], "outputs": [str, …]}`; outputs compare line by line after
   stripping trailing whitespace (trailing blank lines ignored);
 - call-based: `{"fn_name": "f", "inputs": [[arg, …], …], "outputs": [value, …]}`; the function may be a
   `class Solution` method; inputs may also be LiveCodeBench strings of one JSON value per line. The return
   value is serialised to JSON inside the sandbox and compared here as plain data (an object whose `__eq__`
   lies cannot pass: it does not survive serialisation). APPS' habit of wrapping outputs in a list is accepted.
+HumanEval: `{"test_code": "def check(candidate): …", "entry_point": "f", "prompt_code": "def f(x):\n    …"}`:
+  one test, passed when `check(f)` returns. The optional `prompt_code` (HumanEval's `prompt` field: imports,
+  helpers, the signature and docstring) runs first: a completion that is only the function's body is appended
+  to it (as HumanEval's own harness does), and a whole program runs after it, so it may rely on its imports.
+MBPP: `{"asserts": ["assert f(1) == 2", …], "test_imports": ["import math"], "setup_code": "…"}`: one test
+  per assert. The optional imports run before the program (which may rely on them) and before each assert;
+  the optional setup code runs before each assert, in the tests' namespace.
+Assert-based tests run in the program's own process (as HumanEval's and MBPP's harnesses do), so the harness
+guards them (sandbox_harness.run_asserts): a test passes only if it ran to its end, the program's functions
+must return plain data (an object whose `__eq__` lies fails), and a program's rebinding of builtins, of the
+imported modules or of the prompt's helpers does not reach the tests.
 Optional per-sample `time_limit_s` and `memory_limit_mb` are honoured up to the configured maxima.
 
-`details["verdicts"]` holds one of: passed, wrong_answer, time_limit, memory_limit, runtime_error,
-output_limit, sandbox_error. Tests left unrun count as time_limit: they follow two time-outs, or the
-program used up `max_total_s` (so a sample stays well inside the reward pool's deadline).
+`details["verdicts"]` holds one of: passed, wrong_answer (for asserts: an AssertionError), time_limit,
+memory_limit, runtime_error, output_limit, sandbox_error. Tests left unrun count as time_limit: they follow
+two time-outs, or the program used up `max_total_s` (so a sample stays well inside the reward pool's deadline).
 """
 
 from __future__ import annotations
 
 import json
+import keyword
 import math
 import re
 import signal
@@ -49,13 +61,14 @@ class CodeReward:
         max_total_s: float = 30.0,
         backend: str = "auto",
         python: str | None = None,
+        warm: bool = True,
     ) -> None:
         self.all_or_nothing = all_or_nothing
         self.defaults = Limits(time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb, budget_s=max_total_s)
         self.max_time_limit_s = max_time_limit_s
         self.max_memory_limit_mb = max_memory_limit_mb
         self.max_tests = max_tests
-        self.sandbox = Sandbox(backend=backend, python=python)
+        self.sandbox = Sandbox(backend=backend, python=python, warm=warm)  # warm: one sandbox for many programs
 
     def __call__(self, completion: str, sample: Mapping[str, Any]) -> RewardResult:
         source = extract_code(as_text(completion))
@@ -68,10 +81,14 @@ class CodeReward:
         except ValueError as exc:
             return failure("no_gold", str(exc))
         inputs, outputs = tests["inputs"][: self.max_tests], tests["outputs"][: self.max_tests]
-        if sum(len(json.dumps(x)) for x in inputs) > MAX_INPUT_BYTES:
+        if sum(len(json.dumps(x)) for x in [*inputs, tests.get("context")]) > MAX_INPUT_BYTES:
             return failure("no_gold", f"The test inputs exceed {MAX_INPUT_BYTES >> 20} MB.")
+        context = tests.get("context")
+        if context is not None:
+            source, context = with_prompt(source, context)
         limits = self._limits(sample)
-        run = self.sandbox.run(source, inputs, mode=tests["mode"], fn_name=tests.get("fn_name"), limits=limits)
+        run = self.sandbox.run(source, inputs, mode=tests["mode"], fn_name=tests.get("fn_name"), limits=limits,
+                               context=context)
         verdicts = [verdict(run, i, expected, tests["mode"], limits) for i, expected in enumerate(outputs)]
         passed = verdicts.count("passed")
         score = float(passed == len(verdicts)) if self.all_or_nothing else passed / len(verdicts)
@@ -88,6 +105,12 @@ class CodeReward:
             details["first_failure_stdout"] = run.records[first_bad].get("stdout_head", "")
             details["first_failure_stderr"] = run.records[first_bad].get("stderr_tail", "")[-500:]
         return RewardResult(score, details)
+
+    def warm_up(self) -> None:
+        """The sandbox starts (and stays warm) in the constructor; nothing more to do ahead of a sample."""
+
+    def close(self) -> None:
+        self.sandbox.close()
 
     def _limits(self, sample: Mapping[str, Any]) -> Limits:
         d = self.defaults
@@ -117,17 +140,22 @@ def extract_code(completion: str) -> str | None:
 
 
 def parse_tests(raw: Any) -> dict[str, Any]:
-    """Normalise APPS/LiveCodeBench tests to {mode, fn_name, inputs, outputs}; ValueError with a sentence."""
+    """Normalise tests to {mode, fn_name, inputs, outputs[, context]}; ValueError with a sentence."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError as exc:
             raise ValueError(f"The sample's `tests` is text but not JSON: {exc}.") from exc
+    if isinstance(raw, dict) and "test_code" in raw:
+        return _humaneval_tests(raw)
+    if isinstance(raw, dict) and "asserts" in raw:
+        return _mbpp_tests(raw)
     if isinstance(raw, list):  # LiveCodeBench rows: [{"input": …, "output": …, "testtype": …}]
         raw = {"inputs": [t.get("input") for t in raw if isinstance(t, dict)],
                "outputs": [t.get("output") for t in raw if isinstance(t, dict)]}
     if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), list) or not isinstance(raw.get("outputs"), list):
-        raise ValueError("The sample needs `tests` with lists `inputs` and `outputs` (APPS input_output convention).")
+        raise ValueError("The sample needs `tests` with lists `inputs` and `outputs` (APPS input_output convention), "
+                         "`test_code` and `entry_point` (HumanEval) or `asserts` (MBPP).")
     inputs, outputs = raw["inputs"], raw["outputs"]
     if len(inputs) != len(outputs) or not inputs:
         raise ValueError(f"`tests` has {len(inputs)} inputs and {len(outputs)} outputs; they must match and be non-empty.")
@@ -136,6 +164,42 @@ def parse_tests(raw: Any) -> dict[str, Any]:
         return {"mode": "call", "fn_name": str(fn_name), "inputs": [_call_args(x) for x in inputs],
                 "outputs": [_json_value(y) for y in outputs]}
     return {"mode": "stdio", "fn_name": None, "inputs": [_text(x) for x in inputs], "outputs": [_text(y) for y in outputs]}
+
+
+def _humaneval_tests(raw: dict[str, Any]) -> dict[str, Any]:
+    test_code, entry, prompt = raw.get("test_code"), raw.get("entry_point"), raw.get("prompt_code")
+    if not isinstance(test_code, str) or not test_code.strip():
+        raise ValueError("HumanEval `tests` need `test_code`: the text that defines check(candidate).")
+    if not isinstance(entry, str) or not entry.isidentifier() or keyword.iskeyword(entry):
+        raise ValueError(f"HumanEval `tests` need `entry_point`, the name of the function to check, not {entry!r}.")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError("HumanEval `tests.prompt_code` must be text (the problem's `prompt` field).")
+    return {"mode": "assert", "fn_name": None, "inputs": [{"code": test_code, "check": entry}], "outputs": [None],
+            "context": {"prompt_code": prompt or ""}}
+
+
+def _mbpp_tests(raw: dict[str, Any]) -> dict[str, Any]:
+    asserts, setup, imports = raw.get("asserts"), raw.get("setup_code") or "", raw.get("test_imports") or []
+    if not isinstance(asserts, list) or not asserts or not all(isinstance(a, str) and a.strip() for a in asserts):
+        raise ValueError("MBPP `tests.asserts` must be a non-empty list of assert statements (text).")
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(setup, str) or not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        raise ValueError("MBPP `tests.setup_code` must be text and `tests.test_imports` a list of import lines.")
+    return {"mode": "assert", "fn_name": None, "inputs": [{"code": a, "check": None} for a in asserts],
+            "outputs": [None] * len(asserts), "context": {"imports": "\n".join(imports), "setup": setup}}
+
+
+def with_prompt(source: str, context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The program to run and the harness's context: a completion that is only a function body continues the
+    prompt's code (one program, as HumanEval's harness builds it); a whole program runs after the prompt."""
+    prompt = context.get("prompt_code") or ""
+    if not prompt:
+        return source, context
+    first = next((line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    if first[:1] in (" ", "\t"):
+        return (prompt if prompt.endswith("\n") else prompt + "\n") + source, {**context, "prompt_first": False}
+    return source, {**context, "prompt_first": True}
 
 
 def _text(value: Any) -> str:
@@ -171,6 +235,10 @@ def verdict(run: SandboxRun, i: int, expected: Any, mode: str, limits: Limits) -
         return "output_limit"
     if "MemoryError" in stderr or (r.get("signal") == signal.SIGKILL and run.memory_exhausted):
         return "memory_limit"
+    if mode == "assert":  # passed only when the test ran to its end and wrote the harness's token
+        if r.get("completed") is True and r.get("exit_code") == 0 and r.get("signal") is None:
+            return "passed"
+        return "wrong_answer" if stderr.rstrip().rsplit("\n", 1)[-1].startswith("AssertionError") else "runtime_error"
     if r.get("exit_code") != 0 or r.get("signal") is not None:
         return "runtime_error"
     if mode == "stdio":

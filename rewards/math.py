@@ -27,9 +27,10 @@ from rewards.base import RewardResult, as_text, failure
 from rewards.isolation.bounded import BoundedCaller
 from rewards.math_checker.compare import FastJudge, Undecided, equivalent
 from rewards.math_checker import MAX_ANSWER_CHARS
-from rewards.math_checker.extract import choice_letter, extract_answer, find_boxed
+from rewards.math_checker.extract import Extraction, choice_letter, extract_answer, find_boxed, joined_boxes
 from rewards.math_checker.parse import AnswerParseError, Node, parse_answer
 
+_GOLD_PROSE_CHARS = 200
 _LETTER_GOLD_RE = re.compile(r"^\(?\s*([A-J])\s*\)?\.?$")
 
 
@@ -59,6 +60,8 @@ class MathReward:
         if not gold_text:
             return failure("no_gold", f"The sample has no '{self.answer_key}' field to grade against.")
         extraction = extract_answer(as_text(completion))
+        if self.require_boxed and extraction.how == "phrase_after_box":
+            extraction = Extraction(find_boxed(extraction.region)[-1], "boxed", extraction.region)
         if extraction.answer is None or (self.require_boxed and extraction.how not in ("boxed", "answer_tag")):
             why = "the reasoning never ends (no </think>)" if extraction.how == "unterminated_think" else None
             return failure("no_answer", f"No final answer was found{' because ' + why if why else ''}.",
@@ -73,7 +76,8 @@ class MathReward:
             cached = self._cache[key]
             return RewardResult(cached.score, {**cached.details, **details})
         result = self._grade(gold_text, extraction.answer, details)
-        if result.score == 0.0 and extraction.how == "boxed":
+        limited = result.details.get("error") in ("timeout", "memory_limit")
+        if result.score == 0.0 and extraction.how == "boxed" and not limited:  # one limit per case, not two
             result = self._try_all_boxes(gold_text, extraction.region, result)
         if self.cache_size and result.details.get("error") not in ("timeout", "memory_limit"):
             self._cache[key] = result  # limits are transient outcomes: never cached
@@ -104,11 +108,8 @@ class MathReward:
 
     def _try_all_boxes(self, gold_text: str, region: str, result: RewardResult) -> RewardResult:
         # Multi-part answers are often boxed one part at a time: "\boxed{2} and \boxed{3}".
-        boxes = find_boxed(region, last_only=False)
-        if len(boxes) < 2 or len(boxes) > 16:
-            return result
-        joined = ", ".join(boxes)
-        if len(joined) > MAX_ANSWER_CHARS:
+        joined = joined_boxes(region)
+        if joined is None or "," not in joined or len(joined) > MAX_ANSWER_CHARS:
             return result
         retry = self._grade(gold_text, joined, {**result.details, "extracted": joined[:200], "how": "all_boxed"})
         return retry if retry.score > 0 else result
@@ -139,9 +140,10 @@ def gold_answer_text(raw: Any) -> str:
         return ""
     text = as_text(raw, limit=MAX_ANSWER_CHARS * 4).strip()
     if "\\boxed" in text or "\\fbox" in text:
-        boxed = find_boxed(text)
-        if boxed:
-            text = boxed[-1]
+        return joined_boxes(text, trusted=True) or text  # `\boxed{1}\boxed{2}` is the gold set {1, 2}
+    if len(text) > _GOLD_PROSE_CHARS and len(re.findall(r"[A-Za-z]{3,}\s+[A-Za-z]{3,}", text)) > 3:
+        # A whole solution given as the gold: its final answer, found as in a completion.
+        return extract_answer(text).answer or text
     return text
 
 

@@ -1,13 +1,17 @@
-"""The unshare backend's filesystem jail, run by the harness before anything untrusted starts.
+"""The sandbox's filesystem as the harness sees it: the unshare backend's jail, and emptying scratch space.
 
-Prepended to sandbox_harness.py when bubblewrap is not installed. `unshare --pid --fork --net --mount --ipc
---uts` (plus `--user --map-root-user` when not started as root) gives the harness fresh namespaces in which
-it may mount; this builds what bubblewrap would: a new tmpfs root holding read-only binds of /usr, the Python
-installation and a few /etc files, a fresh /proc, a minimal /dev, a size-limited /tmp; then `pivot_root`
-into it, detach the host's root, make the new root read-only and scrub the environment. Last, it gives up
-all privilege: started as root, it becomes uid 65534 (a namespaced root would still be uid 0 to the kernel,
-which may write host sysctls); in a user namespace, it drops every capability. Either way the bounding set is
-emptied and no_new_privs set. Standard library only.
+Prepended to sandbox_harness.py (the two run as one `python -c` text); standard library only.
+
+`enter_jail`, run by the harness before anything untrusted starts when bubblewrap is not installed:
+`unshare --pid --fork --net --mount --ipc --uts` (plus `--user --map-root-user` when not started as root)
+gives the harness fresh namespaces in which it may mount; this builds what bubblewrap would: a new tmpfs
+root holding read-only binds of /usr, the Python installation and a few /etc files, a fresh /proc, a minimal
+/dev, a size-limited /tmp; then `pivot_root` into it, detach the host's root, make the new root read-only and
+scrub the environment. Last, it gives up all privilege: started as root, it becomes uid 65534 (a namespaced
+root would still be uid 0 to the kernel, which may write host sysctls); in a user namespace, it drops every
+capability. Either way the bounding set is emptied and no_new_privs set.
+
+`wipe`, run by the harness after each program in a warm sandbox (either backend): /tmp and /dev/shm emptied.
 """
 
 import ctypes
@@ -143,3 +147,62 @@ def _drop_capabilities(capset_nr):
 
     header, data = Header(0x20080522, 0), (Data * 2)()
     _check(_libc.syscall(capset_nr, ctypes.byref(header), ctypes.byref(data)), "drop capabilities")
+
+
+SCRATCH = ("/tmp", "/dev/shm")  # the only writable places in either backend
+
+
+def wipe(tops):
+    """Remove everything under the writable directories; True when they are empty afterwards."""
+    try:
+        for top in tops:
+            _empty(top)
+    except OSError:
+        pass
+    finally:
+        os.chdir("/tmp")
+    return not any(_listdir(top) for top in tops)
+
+
+def _empty(top):
+    # Iterative and by relative names from inside each directory: a program may leave a chain deeper than
+    # any recursion limit and longer than PATH_MAX. Directories are made accessible first (a program may
+    # have locked them); every entry is the sandbox user's own. No entry is tried twice at one level.
+    os.chdir(top)
+    stack = [(None, set())]  # (the directory entered, names in it that could not be removed)
+    while True:
+        for name in _listdir("."):
+            if name in stack[-1][1] or _remove(name):
+                continue
+            try:
+                os.chmod(name, 0o700)
+                os.chdir(name)  # not a link: _remove unlinks those
+            except OSError:
+                stack[-1][1].add(name)
+                continue
+            stack.append((name, set()))
+            break
+        else:
+            name, _ = stack.pop()
+            if name is None:
+                return
+            os.chdir("..")
+            if not _remove(name):
+                stack[-1][1].add(name)
+
+
+def _remove(name):
+    for remove in (os.unlink, os.rmdir):
+        try:
+            remove(name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []

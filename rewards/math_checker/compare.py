@@ -1,8 +1,10 @@
 """Structural equivalence of parsed answers, and the exact-number judge that needs no sympy.
 
-`equivalent(gold, pred, judge)` walks two `Node` trees: sets and bare lists match as multisets, tuples and
-matrices element-wise, interval ends must agree (open vs closed matters), `x = 2` matches `2`, `x=1, y=2`
-matches `(1, 2)` or `y=2, x=1`, and `a \\approx b` accepts either side. Leaves, equations and solution sets
+`equivalent(gold, pred, judge)` walks two `Node` trees: sets and bare lists match as multisets (a repeat
+counts only where the gold repeats), tuples and matrices element-wise, interval ends must agree (open vs closed
+matters), a label is dropped (`x = 2`, `(p,q) = (3,2)`, `|AB| = 1`, `A:B = 7:32` match the bare value),
+`x=1, y=2` matches `(1, 2)` or `y=2, x=1`, a gold tuple matches a set listing the same values in the same
+order, and `a \\approx b` accepts either side. Leaves, equations and solution sets
 go to a judge. `FastJudge` decides leaves that are plain numbers or text in microseconds and raises
 `Undecided` for anything else, which the caller then sends to the sympy judge in a bounded process.
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
 
-from rewards.math_checker.parse import Node, is_simple_lhs
+from rewards.math_checker.parse import Node, is_label, label_key
 
 LEAVES = {"expr", "text"}
 SETLIKE = {"union", "rel", "reals"}
@@ -37,10 +39,13 @@ class Judge(Protocol):
     def scalar(self, gold: Node, pred: Node) -> bool: ...
     def equation(self, gold: Node, pred: Node) -> bool: ...
     def sets(self, gold: Node, pred: Node) -> bool: ...
+    def matrix(self, gold: Node, pred: Node) -> bool: ...
 
 
 def equivalent(gold: Node, pred: Node, judge: Judge) -> bool:
     kinds = {gold.kind, pred.kind}
+    if gold.kind not in LEAVES and node_key(gold) == node_key(pred):
+        return True  # the same structure written the same way: `f(2) < f(1)` needs no solving
     if gold.kind == "alt":
         return any(equivalent(g, pred, judge) for g in gold.items)
     if pred.kind == "alt":
@@ -51,6 +56,10 @@ def equivalent(gold: Node, pred: Node, judge: Judge) -> bool:
         return _assignments(gold, pred, judge)
     if kinds <= {"interval", "pair"} and "interval" in kinds:
         return _closed(gold) == _closed(pred) and _ordered(gold.items, pred.items, judge)
+    if gold.kind in ("pair", "tuple") and pred.kind == "set" and _ordered(gold.items, pred.items, judge):
+        # `{1,3}` for the pair (1,3), as Math-Verify reads a set against a tuple: in the order written. Not the
+        # reverse: a predicted `(2, 3)` may be an open interval, which is not the gold set {2, 3}.
+        return True
     if kinds & SETLIKE or "interval" in kinds or kinds == {"pair", "set"}:
         return judge.sets(gold, pred)
     if kinds <= LEAVES:
@@ -60,7 +69,11 @@ def equivalent(gold: Node, pred: Node, judge: Judge) -> bool:
     if pred.kind == "set" and len(pred.items) == 1 and gold.kind in LEAVES:
         return equivalent(gold, pred.items[0], judge)
     if kinds <= UNORDERED:
-        return _unordered(_distinct(gold), _distinct(pred), judge)
+        gold_items = _distinct(gold)
+        # A list that repeats a value (a double root) must be matched with the repeat; otherwise a repeated
+        # prediction is the same answer given twice.
+        pred_items = _distinct(pred, force=len({node_key(i) for i in gold_items}) == len(gold_items))
+        return _unordered(gold_items, pred_items, judge)
     if kinds <= ORDERED:
         return _ordered(gold.items, pred.items, judge)
     if "matrix" in kinds:
@@ -72,13 +85,19 @@ def _closed(node: Node) -> tuple[bool, bool]:
     return node.closed if node.kind == "interval" else (False, False)
 
 
-def _distinct(node: Node) -> tuple[Node, ...]:
+def node_key(node: Node) -> str:
+    """A node's structure and text, spacing ignored: equal keys are the same answer written the same way."""
+    inner = ",".join(node_key(i) for i in node.items)
+    return f"{node.kind}:{node.text.replace(' ', '')}:{node.closed}:{node.shape}:{node.pct}{node.deg}[{inner}]"
+
+
+def _distinct(node: Node, force: bool = False) -> tuple[Node, ...]:
     # A set written with a repeated element is still that set; a bare list keeps its multiplicity.
-    if node.kind != "set":
+    if node.kind != "set" and not force:
         return node.items
-    seen: dict[tuple[str, str], Node] = {}
+    seen: dict[str, Node] = {}
     for item in node.items:
-        seen.setdefault((item.kind, item.text.replace(" ", "")), item)
+        seen.setdefault(node_key(item), item)
     return tuple(seen.values())
 
 
@@ -117,24 +136,28 @@ def _matrices(gold: Node, pred: Node, judge: Judge) -> bool:
     matrix, other = (gold, pred) if gold.kind == "matrix" else (pred, gold)
     if 1 in matrix.shape and other.kind in ORDERED:  # a column or row vector written as a tuple
         return _ordered(gold.items, pred.items, judge)
+    if other.kind == "expr" and "\\begin{" in other.text:  # matrix arithmetic: `A + B`, `2A`, `AB`
+        return judge.matrix(gold, pred)
     return False
 
 
 def _equations(gold: Node, pred: Node, judge: Judge) -> bool:
     if gold.kind == pred.kind == "eq":
-        if is_simple_lhs(gold.text) and _name(gold.text) == _name(pred.text):
+        if is_label(gold.text) and label_key(gold.text) == label_key(pred.text):
             return equivalent(gold.items[0], pred.items[0], judge)
         return judge.equation(gold, pred)
     eq, other = (gold, pred) if gold.kind == "eq" else (pred, gold)
-    if not is_simple_lhs(eq.text) or other.kind == "assign":
+    # A predicted `\frac{1}{2} \cdot 20 = 10` states its value last; a gold `7 = 11a+c` is an equation.
+    stated = eq is pred and not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", eq.text))
+    if not (is_label(eq.text) or stated) or other.kind == "assign":
         return False
     return equivalent(*((eq.items[0], other) if eq is gold else (other, eq.items[0])), judge)
 
 
 def _assignments(gold: Node, pred: Node, judge: Judge) -> bool:
     if gold.kind == pred.kind == "assign":
-        g_names = [_name(e.text) for e in gold.items]
-        p_names = [_name(e.text) for e in pred.items]
+        g_names = [label_key(e.text) for e in gold.items]
+        p_names = [label_key(e.text) for e in pred.items]
         if sorted(g_names) == sorted(p_names) and len(set(g_names)) == len(g_names):
             by_name = dict(zip(p_names, pred.items))
             return all(equivalent(g.items[0], by_name[n].items[0], judge) for g, n in zip(gold.items, g_names))
@@ -144,11 +167,6 @@ def _assignments(gold: Node, pred: Node, judge: Judge) -> bool:
         return False
     values = tuple(e.items[0] for e in assign.items)
     return _ordered(values, other.items, judge) if assign is gold else _ordered(other.items, values, judge)
-
-
-def _name(text: str) -> str:
-    # Variable names: `a_{1}` and `a_1` are the same name.
-    return re.sub(r"[\s{}]", "", text)
 
 
 def canon_text(text: str) -> str:
@@ -235,4 +253,7 @@ class FastJudge:
         raise Undecided
 
     def sets(self, gold: Node, pred: Node) -> bool:
+        raise Undecided
+
+    def matrix(self, gold: Node, pred: Node) -> bool:
         raise Undecided

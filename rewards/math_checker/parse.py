@@ -7,7 +7,12 @@ child, see math_sympy.py), which keeps the expensive and hang-prone part small.
 Node kinds: `expr` and `text` (leaves); `set` (braces, unordered), `list` (a bare comma list, unordered as
 MATH-style "all solutions" answers are), `tuple` (ordered), `pair` (`(a, b)`: a point or an open interval,
 decided by what it is compared with), `interval`, `union`, `matrix`, `eq` (`lhs = rhs`), `assign` (a list
-of equations such as `x=1, y=2`), `rel` (inequalities), `reals`, `alt` (`a \approx b`: either side).
+of equations such as `x=1, y=2`), `rel` (inequalities), `reals`, `alt` (either reading counts: `a \approx b`,
+or `1,22` as the list 1, 22 and as the decimal 1.22).
+
+Separators: `1,000`, `1{,}000`, `11,\!111` and `1 000` are thousands; `1,5` and `1, 22` are lists; `1,22`,
+`0,111` and `1000,99` (a comma that cannot be a thousands separator, two or more digits after it) are read
+both as a list and as a decimal comma, since Math-Verify's suite and European answers write decimals so.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ _SIMPLE_SUBS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\\(?:varnothing)(?![a-zA-Z])|\\\{\s*\\\}"), r"\\emptyset "),
     (re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\bdegrees?\b"), "°"),
     (re.compile(r"\\%|\bpercent\b|\bpct\b"), "%"),
-    (re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~"), " "),
+    (re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~"), " "),  # not the `\\ ` of a matrix row
     (re.compile(r"\\(?:\$|euro|pounds)|\b(?:dollars?|USD|cents?|euros?)\b|[€£¥]"), " "),
     (re.compile(r"\binfinity\b"), r"\\infty "),
     (re.compile(r"\\(?:dots|ldots|cdots)\b"), "..."),
@@ -73,7 +78,16 @@ _UNIT_TOKEN_RE = re.compile(r"^(?:[A-Za-z]+(?:/[A-Za-z]+)?\.?)?(?:\^\{?\d\}?)?$"
 _ATTACHED_UNITS = ("cm", "mm", "km", "kg", "mg", "ml", "sec", "hrs", "hr", "ft", "mph", "kmh")
 _REPEATING_RE = re.compile(r"^(-?)(\d*)\.(\d*)\\overline\{(\d{1,50})\}$")
 _E_NOTATION_RE = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d{1,4})$")
-_THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS_RE = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")  # 0,111 is a decimal comma
+_DECIMAL_COMMA_RE = re.compile(r"^(-?\d+),(\d{2,})$")
+# `11,\! 111` and `1{,}000` in MATH-style LaTeX: a thousands comma, not a list.
+_LATEX_THOUSANDS_RE = re.compile(r"(\d)\s*(?:\{,\}|,\\!)\s*(?=\d{3}(?!\d))")
+# A LaTeX command written with its backslash doubled (`\\frac`), an escaping slip of JSON and raw strings.
+_DOUBLED_CMD_RE = re.compile(r"(?<!\\)\\\\(?=[A-Za-z])")
+_DOUBLED_KNOWN_CMD_RE = re.compile(
+    r"(?<!\\)\\\\(?=(?:[dt]?frac|sqrt|left|right|pi|cdot|times|text|mathrm|infty|sin|cos|tan|ln|log)(?![A-Za-z]))")
+# `(11,7)or(7,11)`, `W(x)=1orW(x)=-1`: connectives glued to math when text spacing was stripped.
+GLUED_CONNECTIVE_RE = re.compile(r"(?<=[\d)\]}])\s*(?:or|and)(?=[A-Z(\[{\\\d-])")
 _SPACED_THOUSANDS_RE = re.compile(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])")
 _REALS = {r"\mathbb{R}", r"\mathbb R", r"\R", "all real numbers", "all reals", "(-\\infty,\\infty)"}
 _OPENERS = {"(": 1, "[": 1, "{": 1, r"\{": 1, r"\langle": 1}
@@ -89,6 +103,8 @@ def normalize(answer: str) -> str:
         if ch in s:
             s = s.replace(ch, rep)
     s = unicodedata.normalize("NFKC", s)
+    s = (_DOUBLED_KNOWN_CMD_RE if "begin{" in s else _DOUBLED_CMD_RE).sub(r"\\", s)  # `\\` is a matrix row
+    s = _LATEX_THOUSANDS_RE.sub(r"\1", s)
     s = s.replace("\\$", " ").replace("$", " ").replace("\\(", " ").replace("\\)", " ")
     s = s.replace("\\[", " ").replace("\\]", " ")
     for _ in range(3):  # nested \text{\textbf{…}}
@@ -98,6 +114,7 @@ def normalize(answer: str) -> str:
     s = re.sub(r"(\d)\s*\{,\}\s*(\d)", r"\1\2", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"\s*(?:,?\s+\b(?:and|or)\b\s+)", ", ", s)  # "2 and 3" lists
+    s = GLUED_CONNECTIVE_RE.sub(", ", s)
     s = s.rstrip(" .;,")
     s = _SPACED_THOUSANDS_RE.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), s)
     return s.strip()
@@ -134,9 +151,14 @@ def _parse(s: str, depth: int) -> Node:
             return Node("union", items=tuple(_parse(p, depth + 1) for p in parts))
     if _THOUSANDS_RE.match(s):
         return leaf(s)  # "1,000" is a number, not a list
+    comma = _DECIMAL_COMMA_RE.match(s)
+    if comma:
+        as_list = Node("list", items=(leaf(comma.group(1)), leaf(comma.group(2))))
+        return Node("alt", items=(as_list, leaf(f"{comma.group(1)}.{comma.group(2)}")))
     parts = split_top(s, ",")
-    if len(parts) == 1 and ";" in s:
-        parts = split_top(s, ";")
+    groups = split_top(s, ";")
+    if len(parts) == 1 or (len(groups) > 1 and all("=" in g for g in groups)):
+        parts = groups  # "p=5,q=2;p=7,q=2": semicolons separate groups of assignments
     if len(parts) > 1:
         return _list(parts, depth)
     wrapped = _wrapped(s)
@@ -147,8 +169,10 @@ def _parse(s: str, depth: int) -> Node:
         return Node("alt", items=(_parse(approx[0], depth + 1), _parse(approx[-1], depth + 1)))
     sides = _split_equals(s)
     if len(sides) > 1:
-        # A chain "AB = \sqrt{2} = 1.41" states its value last.
-        return Node("eq", text=sides[0].strip(), items=(_parse(sides[-1], depth + 1),))
+        # A chain "AB = \sqrt{2} = 1.41" states its value last, and is named by its label if it has one
+        # ("1 = \zeta = x = 0" is x = 0).
+        lhs = next((side for side in sides[:-1] if is_label(side)), sides[0]) if len(sides) > 2 else sides[0]
+        return Node("eq", text=lhs.strip(), items=(_parse(sides[-1], depth + 1),))
     if _REL_RE.search(s):
         return Node("rel", text=s)
     for pm in (r"\pm", r"\mp"):
@@ -161,8 +185,8 @@ def _parse(s: str, depth: int) -> Node:
 
 def _list(parts: list[str], depth: int) -> Node:
     nodes = tuple(_parse(p, depth + 1) for p in parts)
-    eqs = [n.kind == "eq" and is_simple_lhs(n.text) for n in nodes]
-    if all(eqs) and len({n.text.replace(" ", "") for n in nodes}) == 1:
+    eqs = [n.kind == "eq" and is_label(n.text) for n in nodes]
+    if all(eqs) and len({label_key(n.text) for n in nodes}) == 1:
         # "x = 5 or x = -5": one name, several solutions
         return Node("eq", text=nodes[0].text, items=(Node("list", items=tuple(n.items[0] for n in nodes)),))
     if all(eqs):
@@ -197,8 +221,8 @@ def _bracketed(open_tok: str, inner: str, close_tok: str, depth: int) -> Node:
 
 def _matrix(s: str, depth: int) -> Node | None:
     m = re.match(r"^\\begin\{([pbvBV]?matrix|array|smallmatrix)\}(\{[^{}]*\})?(.*)\\end\{\1\}$", s, re.S)
-    if m is None:
-        return None
+    if m is None or "\\begin{" in m.group(3):
+        return None  # `A + B`: matrix arithmetic, a leaf for sympy
     rows = [r for r in re.split(r"\\\\", m.group(3)) if r.strip() and r.strip() != r"\hline"]
     cells = [split_top(r.replace(r"\hline", ""), "&") for r in rows]
     width = len(cells[0]) if cells else 0
@@ -259,6 +283,7 @@ def _strip_units(s: str) -> str:
 
 
 def _looks_like_text(s: str) -> bool:
+    s = re.sub(r"\\(?:begin|end)\{[^{}]*\}", " ", s)  # `pmatrix` names an environment, not a word
     words = re.findall(r"(?<![\\A-Za-z])[A-Za-z]{4,}", s)
     return any(w.lower() not in _FUNCTION_WORDS for w in words)
 
@@ -266,6 +291,32 @@ def _looks_like_text(s: str) -> bool:
 def is_simple_lhs(lhs: str) -> bool:
     """A name such as `x`, `a_1`, `f(x)`, `\\theta`, `AB`, `\\angle ABC`: an assignment, not an equation."""
     return bool(_SIMPLE_LHS_RE.match(lhs.strip().replace(" ", "")))
+
+
+def is_label(lhs: str) -> bool:
+    """A left-hand side that only names the value: a name, or names combined as `(p,q)`, `|AB|`, `A:B`,
+    `\\frac{NO}{BO}`, `V_1/V_2`. `7 = 11a+c` or `a+3z = 0` are equations, not labels (Math-Verify's rule:
+    a label is made of symbols only; sums are left out, as `x+y = 5` may be the equation asked for)."""
+    t = lhs.strip().replace(" ", "")
+    if is_simple_lhs(t):
+        return True
+    m = re.match(r"^\\frac\{([^{}]+)\}\{([^{}]+)\}$", t)
+    if m:
+        return is_simple_lhs(m.group(1)) and is_simple_lhs(m.group(2))
+    if len(t) > 2 and t[0] == t[-1] == "|":
+        return is_simple_lhs(t[1:-1])
+    for sep in (":", "/"):
+        if sep in t:
+            return all(is_simple_lhs(p) for p in t.split(sep))
+    if t.startswith("(") and t.endswith(")"):
+        return all(is_simple_lhs(p) for p in t[1:-1].split(","))
+    return False
+
+
+def label_key(lhs: str) -> str:
+    """The name a label stands for: `a_{1}` is `a_1`, and `W(n)` and `W(x)` name the same function."""
+    t = re.sub(r"[\s{}]", "", lhs)
+    return re.sub(r"^(\\?[A-Za-z]+'?)\([A-Za-z]\)$", r"\1()", t)
 
 
 def split_top(s: str, sep: str) -> list[str]:

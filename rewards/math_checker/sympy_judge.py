@@ -13,9 +13,18 @@ Comparison, in order:
    equal (nested radicals sympy cannot denest);
 3. decimals: a plain decimal side uses the rounding rule of math_compare; decimals inside an expression are
    made exact (`0.5x` → `x/2`) and compared exactly;
-4. expressions with symbols: the same free symbols, then `simplify`, then agreement at three rational points;
+4. expressions with symbols: the same free symbols, then `simplify`, then agreement at three rational points
+   (points where either side is not real are skipped: `\frac{1}{\sqrt{n}}` is `\sqrt{\frac{1}{n}}` for the
+   positive n an answer means);
 5. equations: `lhs - rhs` proportional by a non-zero constant, or the same real solution set;
-6. intervals, unions, inequalities and `\mathbb{R}`: sympy sets, equal when each minus the other is empty.
+6. intervals, unions, inequalities and `\mathbb{R}`: sympy sets, equal when each minus the other is empty;
+   `0 < f(x) < 1` is solved for f(x);
+7. matrices: a matrix expression (`A + B`, `2A`, `AB`) is evaluated and compared entry by entry.
+
+latex2sympy builds expressions unevaluated (`\sin(\pi)` stays `sin(pi)`, `15 + 2\sqrt{33}` keeps its order),
+so each parsed leaf is evaluated with `doit()` first, as Math-Verify does, unless it holds a numeric power
+tower or a huge exponent, which `doit()` would expand into a number too large to build, or a decimal,
+which it would round to 15 digits before the decimal rule below can read it exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import sympy
 from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
+from sympy.core.function import AppliedUndef
 
 from rewards.math_checker.compare import FastJudge, Num, Undecided, equivalent, numbers_equal, plain_number
 from rewards.math_checker.parse import Node
@@ -36,6 +46,7 @@ _NORMALIZE = NormalizationConfig(
 )
 _CONVERT = ConversionConfig(interpret_as_mixed_fractions=True, lowercase_symbols=False)
 _EXACT_DIGITS = 50
+_MAX_EXPONENT = 10_000
 _PROBE_POINTS = ((sympy.Rational(3, 7), sympy.Rational(5, 11)), (sympy.Rational(13, 5),), (sympy.Rational(-7, 3),))
 
 
@@ -47,7 +58,24 @@ def to_sympy(text: str) -> Any:
         return None
     if isinstance(value, sympy.Basic) and not isinstance(value, (sympy.Set, sympy.logic.boolalg.Boolean)):
         value = value.subs(sympy.Symbol("i"), sympy.I)
+        if _tame(value) and not value.has(sympy.Float):  # decimals stay as written, for nsimplify
+            try:
+                value = value.doit()
+            except Exception:
+                pass
     return value
+
+
+def _tame(value: Any) -> bool:
+    """False when `doit()` could try to build an enormous integer: `10^{10^{10}}`, `2^{100000}`, `100000!`."""
+    for node in sympy.preorder_traversal(value):
+        numeric_power = isinstance(node, sympy.Pow) and node.base.is_number and node.exp.is_number
+        if numeric_power and (node.exp.has(sympy.Pow, sympy.factorial)
+                              or (node.exp.is_Integer and abs(node.exp) > _MAX_EXPONENT)):
+            return False
+        if isinstance(node, sympy.factorial) and node.args[0].is_Integer and node.args[0] > _MAX_EXPONENT:
+            return False
+    return True
 
 
 class SympyJudge:
@@ -82,6 +110,12 @@ class SympyJudge:
             return sympy.solveset(g, x, sympy.S.Reals) == sympy.solveset(p, x, sympy.S.Reals)
         return False
 
+    def matrix(self, gold: Node, pred: Node) -> bool:
+        a, b = _to_matrix(gold), _to_matrix(pred)
+        if a is None or b is None or a.shape != b.shape:
+            return False
+        return all(values_equal(x, y) for x, y in zip(a, b))
+
     def sets(self, gold: Node, pred: Node) -> bool:
         a, b = to_set(gold), to_set(pred)
         if a is None or b is None:
@@ -89,6 +123,19 @@ class SympyJudge:
         if a == b:
             return True
         return sympy.Complement(a, b) == sympy.S.EmptySet and sympy.Complement(b, a) == sympy.S.EmptySet
+
+
+def _to_matrix(node: Node) -> Any:
+    """An explicit sympy Matrix for a parsed matrix or a matrix expression leaf; None otherwise."""
+    if node.kind == "matrix":
+        cells = [to_sympy(i.text) if i.kind == "expr" else None for i in node.items]
+        if any(not isinstance(c, sympy.Expr) for c in cells):
+            return None
+        return sympy.Matrix(node.shape[0], node.shape[1], cells)
+    value = to_sympy(node.text) if node.kind == "expr" else None
+    if isinstance(value, sympy.MatrixExpr):
+        value = value.as_explicit()
+    return value if isinstance(value, sympy.MatrixBase) else None
 
 
 def _variants(value: Any, node: Node) -> list[Any]:
@@ -159,11 +206,12 @@ def _expressions_equal(a: Any, b: Any) -> bool:
     for point in _PROBE_POINTS:
         values = {s: point[i % len(point)] + i for i, s in enumerate(symbols)}
         try:
-            v = sympy.N(diff.subs(values), 30)
+            va, vb = sympy.N(a.subs(values), 30), sympy.N(b.subs(values), 30)
+            v = va - vb
         except Exception:
             continue
-        if not v.is_finite:
-            continue
+        if not v.is_finite or va.is_real is False or vb.is_real is False:
+            continue  # outside the domain an answer means (sqrt of a negative n)
         if abs(v) > sympy.Float(10) ** -20:
             return False
         agreed += 1
@@ -220,7 +268,12 @@ def _inequality_set(text: str) -> Any:
 
 
 def _solve_relation(rel: Any) -> Any:
-    if not isinstance(rel, sympy.core.relational.Relational) or len(rel.free_symbols) != 1:
+    if not isinstance(rel, sympy.core.relational.Relational):
+        return None
+    applied = rel.atoms(AppliedUndef)
+    if len(applied) == 1:  # `0 < f(x) < 1` is a range for the value f(x)
+        rel = rel.subs(applied.pop(), sympy.Symbol("_value"))
+    if len(rel.free_symbols) != 1:
         return None
     (x,) = rel.free_symbols
     real = sympy.Symbol(x.name, real=True)

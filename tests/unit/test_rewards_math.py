@@ -139,3 +139,85 @@ def test_bounded_caller_enforces_time_and_memory_and_recovers() -> None:
         assert crasher.call((), timeout_s=5).status == "crashed"
     finally:
         crasher.close()
+
+
+# One test per failure family found by grading Math-Verify's own suite (benchmarks/math_verify_suite.py).
+# The cases are ours; each failed before the fix it names.
+def _grades(reward: MathReward, cases: list[tuple[str, str, float]]) -> None:
+    for gold, completion, expected in cases:
+        result = reward(completion, {"answer": gold})
+        assert result.score == expected, f"{completion!r} against {gold!r}: {result.details}"
+
+
+def test_a_bare_latex_reply_is_the_expression_not_its_last_number(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        ("7/4", r"\dfrac{7}{4}", 1.0),
+        ("-3/8", r"-\frac{3}{8}", 1.0),
+        ("3/4", r"Multiplying out, the probability is \frac{3}{4}", 1.0),
+        ("4", r"\dfrac{7}{4}", 0.0),
+    ])
+
+
+def test_a_labelled_gold_is_compared_by_its_value(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        ("(a,b)=(4,1)", r"\boxed{(4, 1)}", 1.0),
+        ("|PQ|=5", r"\boxed{5}", 1.0),
+        ("BD:DC=2:3", r"\boxed{2:3}", 1.0),
+        (r"\frac{AE}{EC}=\frac{2}{5}", r"\boxed{\frac{2}{5}}", 1.0),
+        ("y = 3 + 4 = 7", r"\boxed{7}", 1.0),  # a chain states its value last
+        ("3 = 2a + b", r"\boxed{2a+b}", 0.0),  # an equation, not a label
+        ("(a,b)=(4,1)", r"\boxed{(1, 4)}", 0.0),
+    ])
+
+
+def test_thousands_and_decimal_separators(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        ("25000", "25 000", 1.0),
+        ("48000000", r"so $\boxed{48,\! 000,\! 000}$", 1.0),
+        ("3.75", "3,75", 1.0),
+        ("0,625", r"\boxed{0.625}", 1.0),
+        ("12500", r"\boxed{12, 500}", 0.0),  # a comma and a space: a list of two numbers
+        ("5", "the code is XQ5T", 0.0),  # a digit inside a word is no answer
+    ])
+
+
+def test_matrices_with_spaced_rows_and_matrix_arithmetic(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", r"\boxed{\begin{pmatrix}1&2\\3&4\end{pmatrix}}", 1.0),
+        (r"\begin{pmatrix} 4 & 2 \\ 0 & 6 \end{pmatrix}", r"$2\begin{pmatrix} 2 & 1 \\ 0 & 3 \end{pmatrix}$", 1.0),
+        (r"\begin{pmatrix} 3 & 0 \\ 0 & 3 \end{pmatrix}",
+         r"$\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix} + \begin{pmatrix} 2 & 0 \\ 0 & 2 \end{pmatrix}$", 1.0),
+        (r"\begin{pmatrix} 3 & 0 \\ 0 & 3 \end{pmatrix}",
+         r"$\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix} + \begin{pmatrix} 2 & 1 \\ 0 & 2 \end{pmatrix}$", 0.0),
+    ])
+
+
+def test_several_gold_boxes_form_one_answer(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        (r"$\boxed{5}, \boxed{7}$", r"\boxed{\{5, 7\}}", 1.0),
+        (r"\boxed{3} or \boxed{-1}", r"\boxed{-1, 3}", 1.0),
+        (r"\boxed{4}\boxed{9}", r"\boxed{9, 4}", 1.0),
+        (r"We first get \boxed{2} which doubled gives \boxed{4}", r"\boxed{2, 4}", 0.0),  # a step, then the answer
+    ])
+
+
+def test_tuples_against_sets_and_ranges_against_intervals(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        ("(2,5)", r"\boxed{\{2, 5\}}", 1.0),
+        ("(5,2)", r"\boxed{\{2, 5\}}", 0.0),  # a set against a tuple is read in the order written
+        (r"\{2, 5\}", r"\boxed{(2, 5)}", 0.0),  # a predicted (2, 5) may be an open interval
+        ("-1 < g(t) < 4", r"\boxed{(-1, 4)}", 1.0),
+        (r"2 \le h(x) \le 9", r"\boxed{[2, 9]}", 1.0),
+        (r"2 \le h(x) \le 9", r"\boxed{(2, 9]}", 0.0),
+        ("(1,2), (3,4)", r"\boxed{(3,4), (1,2), (3,4)}", 1.0),  # a repeated tuple is one answer given twice
+    ])
+
+
+def test_simple_identities(math_reward: MathReward) -> None:
+    _grades(math_reward, [
+        ("0", r"\boxed{\cos(\frac{\pi}{2})}", 1.0),
+        ("1", r"\boxed{\tan(\pi/4)}", 1.0),
+        (r"\frac{1}{\sqrt{k}}", r"\boxed{\sqrt{\frac{1}{k}}}", 1.0),
+        (r"\frac{\sqrt{3}+1}{7+\sqrt{2}}", r"\boxed{\frac{1+\sqrt{3}}{\sqrt{2}+7}}", 1.0),
+        ("x", r"\boxed{\sqrt{x^2}}", 0.0),  # not for negative x
+    ])

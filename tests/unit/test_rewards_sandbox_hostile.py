@@ -10,6 +10,7 @@ writable cgroup v1 hierarchy the tests are skipped: hostile code never runs ungu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -154,36 +155,57 @@ class HostileRun:
     seconds: float
 
 
-def _sample(name: str, substitutions: dict[str, str]) -> dict[str, object]:
-    meta, source = load(name)
+def _substitute(text: str, substitutions: dict[str, str]) -> str:
     for key, value in substitutions.items():
-        source = source.replace("{{" + key + "}}", value)
-    inputs = json.loads(str(meta.get("inputs", '[""]')))
-    expected = json.loads(str(meta["expected"]).replace("{{SECRET}}", substitutions["SECRET"]))
-    tests: dict[str, object] = {"inputs": inputs, "outputs": expected}
+        text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+def _tests(meta: dict[str, object], substitutions: dict[str, str]) -> dict[str, object]:
+    """The sample's tests in the convention the program's header names: MBPP asserts, HumanEval, or APPS."""
+    field = lambda key, default: json.loads(_substitute(str(meta.get(key, default)), substitutions))  # noqa: E731
+    if "asserts" in meta:
+        return {"asserts": field("asserts", "[]"), "test_imports": field("test_imports", "[]")}
+    if "test_code" in meta:
+        return {"test_code": field("test_code", '""'), "entry_point": meta["entry_point"],
+                "prompt_code": field("prompt_code", '""')}
+    tests: dict[str, object] = {"inputs": field("inputs", '[""]'), "outputs": field("expected", "[]")}
     if "fn_name" in meta:
         tests["fn_name"] = meta["fn_name"]
+    return tests
+
+
+def _sample(name: str, substitutions: dict[str, str]) -> dict[str, object]:
+    meta, source = load(name)
+    source = _substitute(source, substitutions)
+    tests = _tests(meta, substitutions)
     sample: dict[str, object] = {"id": name, "completion": f"Here you go.\n```python\n{source}\n```", "tests": tests}
     if "time_limit_s" in meta:
         sample["time_limit_s"] = float(str(meta["time_limit_s"]))
     return sample
 
 
-@pytest.fixture(scope="module", params=["bwrap", "unshare"])
-def hostile_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
-    backend = request.param
+def _outer_guard(backend: str) -> OuterGuard:
+    """The cgroup every hostile program runs inside; the test is skipped where the backend or cgroups are missing."""
     if not shutil.which(backend):
         pytest.skip(f"{backend} is not installed")
     try:
-        guard = OuterGuard()
+        return OuterGuard()
     except (PermissionError, OSError) as exc:
         pytest.skip(f"hostile programs only run inside an outer cgroup guard, unavailable here: {exc}")
+
+
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def hostile_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
+    backend = request.param
+    guard = _outer_guard(backend)
     tmp = tmp_path_factory.mktemp(f"hostile-{backend}")
     secret = "r1ray-secret-" + secrets.token_hex(12)
     (tmp / "secret.txt").write_text(secret)
     listeners = Listeners()
     listeners.start()
-    subs = {"SECRET": secret, "SECRET_PATH": str(tmp / "secret.txt"), "MARKER_PATH": str(tmp / "marker.txt"),
+    subs = {"SECRET": secret, "SECRET_SHA": hashlib.sha256(secret.encode()).hexdigest(),
+            "SECRET_PATH": str(tmp / "secret.txt"), "MARKER_PATH": str(tmp / "marker.txt"),
             "PORT": str(listeners.tcp_port), "UDP_PORT": str(listeners.udp_port), "ABSTRACT": listeners.abstract}
     (tmp / "in.jsonl").write_text("".join(json.dumps(_sample(n, subs)) + "\n" for n in PROGRAMS))
     env = {**os.environ, "R1RAY_HOSTILE_SECRET": secret, "PYTHONPATH": str(ROOT)}
@@ -239,3 +261,59 @@ def test_hostile_verdicts_name_the_limit_that_stopped_them(hostile_run: HostileR
     assert verdicts["daemon_survives"] == ["passed", "wrong_answer"]  # the daemon was gone by the second test
     # The harness is the namespace's init: a signal from inside cannot kill it, so the program sees it alive.
     assert verdicts["kill_parent"] == ["wrong_answer"]
+    # Assert conventions: leaving early is a runtime error, a lie caught by the checks is a runtime error,
+    # a lie the tests saw through (the originals of builtins, modules, the prompt's helpers) a wrong answer.
+    for name in ("assert_exit_zero", "assert_os_exit_in_candidate", "assert_system_exit_in_candidate",
+                 "assert_thread_exits_early", "assert_forge_result_fd", "assert_eq_always_true",
+                 "assert_eq_in_container", "assert_eq_generator"):
+        assert verdicts[name] and set(verdicts[name]) == {"runtime_error"}, (name, verdicts[name])
+    for name in ("assert_patch_builtins", "assert_shadow_builtins", "assert_patch_module", "assert_patch_compile",
+                 "assert_redefine_prompt_helper", "assert_sysv_shm"):
+        assert verdicts[name] and set(verdicts[name]) == {"wrong_answer"}, (name, verdicts[name])
+    assert verdicts["assert_memory_bomb"] == ["memory_limit"]
+
+
+# A program that leaves everything it can behind in a warm sandbox, and one that looks for it. Run inside the
+# outer guard like the hostile programs: they write files, and a broken sandbox would write them on the host.
+_LEAVE_STATE = '''import os
+os.makedirs("/tmp/leak/locked", exist_ok=True)
+open("/tmp/leak/locked/f", "w").write("x")
+os.chmod("/tmp/leak/locked", 0)
+if os.path.isdir("/dev/shm"):  # the unshare backend has none
+    open("/dev/shm/leak", "w").write("x")
+os.mkfifo("/tmp/fifo")
+os.mkdir("/tmp/deep")
+os.chdir("/tmp/deep")
+for _ in range(1200):  # deeper than a recursion limit, longer than PATH_MAX
+    os.mkdir("dddd")
+    os.chdir("dddd")
+print("left")'''
+_FIND_STATE = '''import os
+print(sorted(os.listdir("/tmp")) + sorted(os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []))
+print(open("/proc/1/stat").read().split(")")[1].split()[19])  # the harness's start time: same sandbox or not'''
+_WARM_SCRIPT = '''import json, sys
+from rewards.isolation.sandbox import Limits, Sandbox
+sandbox = Sandbox(backend=sys.argv[1])
+out = []
+for source in (sys.argv[2], sys.argv[3], sys.argv[2], sys.argv[3]):
+    run = sandbox.run(source, [""], limits=Limits(time_limit_s=5))
+    out.append([run.error, run.records[0].get("stdout_head", "") if run.records else None])
+sandbox.close()
+print(json.dumps(out))'''
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "unshare"])
+def test_warm_sandbox_hands_nothing_to_the_next_program(backend: str) -> None:
+    guard = _outer_guard(backend)
+    try:
+        proc = guard.run([sys.executable, "-c", _WARM_SCRIPT, backend, _LEAVE_STATE, _FIND_STATE], timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        guard.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(proc.stdout.splitlines()[-1])
+    assert [error for error, _ in runs] == [None] * 4, runs
+    assert runs[0][1].strip() == runs[2][1].strip() == "left", runs
+    found = [stdout.splitlines() for _, stdout in runs[1::2]]
+    assert found[0][0] == found[1][0] == "[]", found  # /tmp and /dev/shm came back empty
+    assert found[0][1] == found[1][1], "the programs did not share one warm sandbox, so this proved nothing"
