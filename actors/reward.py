@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.actor_log import send_output_to_stage_log
 from actors.run_dir_probe import RunDirProbe
 from rewards.config import RewardSpec
 from rewards.isolation.pool import RewardPool
@@ -43,6 +44,7 @@ class RewardScores:
 
 class RewardWorker(RunDirProbe):
     def __init__(self, specs: list[RewardSpec], num_procs: int = 2, deadline_s: float = 60.0):
+        send_output_to_stage_log()
         self._pool = RewardPool(specs, num_procs=num_procs, deadline_s=deadline_s)
 
     def score(self, completions: list[str], samples: list[dict[str, Any]]) -> RewardScores:

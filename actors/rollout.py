@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from actors import rng
+from actors.actor_log import send_output_to_stage_log
 from actors.run_dir_probe import RunDirProbe
 from actors.types import EngineSettings, Rollout, SamplingParams
 from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
@@ -36,6 +37,7 @@ class RolloutWorker(RunDirProbe):
     """Generates completions with vLLM. Construct with the engine settings; ``load`` a checkpoint first."""
 
     def __init__(self, engine: EngineSettings, threads: int | None = None, device: str = "cpu"):
+        send_output_to_stage_log()
         self.engine = engine
         self.device = device
         self.llm = None

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from actors import rng
+from actors.actor_log import send_output_to_stage_log
 from actors.losses import entropy_from_logits, grpo_loss, token_logprobs
 from actors.run_dir_probe import RunDirProbe
 from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
@@ -73,6 +74,7 @@ def load_causal_lm(path: str, dtype: torch.dtype, fp8: bool = False):
 
 class PolicyTrainer(RunDirProbe):
     def __init__(self, rank: int, world_size: int, threads: int | None = None, device: str = "cpu"):
+        send_output_to_stage_log()
         self.rank, self.world_size, self.device = rank, world_size, device
         if threads:
             torch.set_num_threads(threads)

@@ -19,6 +19,7 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors.actor_log import ACTOR_LOG_ENV
 from actors.types import EngineSettings
 from orchestrator.config import ROLE_CLASSES, ClusterSpec, Role, RoleResources
 from orchestrator.loopback import resolve_address
@@ -32,12 +33,13 @@ def _project_root() -> str:
 
 
 @contextmanager
-def connect(address: str | None, cluster: ClusterSpec):
+def connect(address: str | None, cluster: ClusterSpec, verbose: bool = False, dashboard: bool = True):
     """Join a Ray cluster, or start an embedded one; shut down only what this call started.
 
     ``address``: a cluster to join; ``"local"`` forces an embedded Ray. Without one: the cluster of the Ray
     job we run in (RAY_ADDRESS), else a cluster started with `ray start` on this machine, else an embedded
-    Ray on 127.0.0.1 sized to this machine.
+    Ray on 127.0.0.1 sized to this machine, with its dashboard on 127.0.0.1 unless ``dashboard`` is False.
+    ``verbose`` forwards every actor's output to this console; otherwise it goes to the stage's log files.
     """
     if ray.is_initialized():
         yield
@@ -46,22 +48,31 @@ def connect(address: str | None, cluster: ClusterSpec):
     if address == "local":
         # Actors import the project's packages: make them importable wherever Ray starts its workers.
         env = {"PYTHONPATH": _project_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, _needed_cpus(cluster)),
-                 _node_ip_address="127.0.0.1", include_dashboard=False, runtime_env={"env_vars": env},
-                 log_to_driver=True, configure_logging=False)
+        ctx = ray.init(address="local", num_cpus=max(os.cpu_count() or 1, _needed_cpus(cluster)),
+                       _node_ip_address="127.0.0.1", include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                       runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=False)
         log.info("started an embedded Ray on 127.0.0.1 (%g CPUs)", ray.cluster_resources().get("CPU", 0))
+        if dashboard and ctx.dashboard_url:
+            print(f"Ray dashboard: http://{ctx.dashboard_url}" + _token_hint(), flush=True)
     else:
         # A Ray job's driver inherits the job's runtime env (the uploaded working dir). From a shell we ship
         # the project ourselves, so actors on other nodes can import it.
         in_job = bool(os.environ.get("RAY_JOB_ID")) or address == os.environ.get("RAY_ADDRESS")
         runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES}
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose, configure_logging=False)
         log.info("joined the Ray cluster at %s (%g CPUs, %g GPUs)", address,
                  ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0))
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _token_hint() -> str:
+    # Ray's token authentication (on by default in the Ray this project pins) asks the browser for the token.
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return ""
+    return " (token authentication: paste the output of `ray get-auth-token`)"
 
 
 _UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/"]
@@ -82,10 +93,23 @@ class ActorNames:
     prefix: str
     generation: int = 0
     """Replacements so far of a whole group (a rebuilt trainer group starts here)."""
+    log_dir: Path | None = None
+    """Where each actor's stdout and stderr go, one file per name (``rollout-0.1.log``); None leaves them to
+    Ray, which forwards them to the driver's console (``--verbose``)."""
 
     def of(self, role: Role, rank: int, attempt: int) -> str:
         n = self.generation + attempt
         return f"{self.prefix}/{role}-{rank}" + (f".{n}" if n else "")
+
+    def options(self, role: Role, rank: int, attempt: int) -> dict[str, Any]:
+        """Ray actor options: the name, the namespace, and the actor's log file (an env var the actor reads
+        first thing, actors/actor_log.py; Ray merges env_vars with the job's runtime env)."""
+        name = self.of(role, rank, attempt)
+        opts: dict[str, Any] = {"name": name, "namespace": self.namespace}
+        if self.log_dir is not None:
+            log_file = self.log_dir / f"{name.rsplit('/', 1)[-1]}.log"
+            opts["runtime_env"] = {"env_vars": {ACTOR_LOG_ENV: str(log_file)}}
+        return opts
 
 
 def run_namespace(pipeline: str, run_dir: Path) -> str:
@@ -184,7 +208,7 @@ def spawn_group(role: Role, cls: type, res: RoleResources, cluster: ClusterSpec,
 
     def start(rank: int):
         args, kwargs = make_args(rank)
-        named = {"name": names.of(role, rank, attempts[rank]), "namespace": names.namespace} if names else {}
+        named = names.options(role, rank, attempts[rank]) if names else {}
         attempts[rank] += 1
         return remote_cls.options(
             num_cpus=res.cpus, num_gpus=res.gpus, **named,

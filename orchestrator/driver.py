@@ -39,10 +39,14 @@ def stage_fingerprints(spec: PipelineSpec) -> dict[str, str]:
     return out
 
 
-def run_pipeline(spec: PipelineSpec, run_dir: Path, address: str | None = None, pipeline_text: str = "") -> dict:
-    """Run the stages that have not finished; at the end, succeeded or failed, write RUN_DIR/report.html."""
+def run_pipeline(spec: PipelineSpec, run_dir: Path, address: str | None = None, pipeline_text: str = "",
+                 verbose: bool = False, dashboard: bool = True) -> dict:
+    """Run the stages that have not finished; at the end, succeeded or failed, write RUN_DIR/report.html.
+
+    Actors write their output to RUN_DIR/<stage>/logs/<role>-<rank>.log, or with ``verbose`` to this console;
+    ``dashboard`` applies to an embedded Ray (orchestrator/cluster.py, ``connect``)."""
     try:
-        return _run_stages(spec, run_dir, address, pipeline_text)
+        return _run_stages(spec, run_dir, address, pipeline_text, verbose, dashboard)
     finally:
         _write_report(run_dir)
 
@@ -56,7 +60,8 @@ def _write_report(run_dir: Path) -> None:
         log.warning("could not write the run report in %s: %s", run_dir, e, exc_info=True)
 
 
-def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline_text: str) -> dict:
+def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline_text: str, verbose: bool,
+                dashboard: bool) -> dict:
     run = RunDir(run_dir, spec.name)
     if pipeline_text:
         (run.root / "pipeline.yaml").write_text(pipeline_text)
@@ -69,10 +74,10 @@ def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline
     if not pending:
         return run.write_summary(names, "succeeded")
     run.write_summary(names, "running")
-    with cluster.connect(address, spec.cluster):
+    with cluster.connect(address, spec.cluster, verbose=verbose, dashboard=dashboard):
         for stage in pending:
             log.info("stage %s (%s): starting", stage.name, stage.kind)
-            ctx = StageContext(spec, run, stage, fps[stage.name])
+            ctx = StageContext(spec, run, stage, fps[stage.name], actor_logs=not verbose)
             t0 = time.perf_counter()
             try:
                 result = STAGES[stage.kind](stage, ctx)

@@ -33,7 +33,8 @@ class StageResult:
 
 
 class StageContext:
-    def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec, fingerprint: str = ""):
+    def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec, fingerprint: str = "",
+                 actor_logs: bool = True):
         self._spec = spec
         self.run = run
         self.name = stage.name
@@ -55,7 +56,9 @@ class StageContext:
         self.restarts = RestartBudget(stage.name, stage.fault_tolerance.max_restarts)
         self.groups: dict[Role, ActorGroup] = {}
         """The stage's actor groups by role, as last spawned."""
-        self.names = ActorNames(run_namespace(spec.name, run.root), f"{spec.name}/{stage.name}")
+        # actor_logs: each actor's output goes to <stage>/logs/<role>-<rank>.log instead of the console.
+        self.names = ActorNames(run_namespace(spec.name, run.root), f"{spec.name}/{stage.name}",
+                                log_dir=self.dir / "logs" if actor_logs else None)
         # Without a checkpoint the stage starts over and an earlier attempt's records go; with one they are kept
         # up to its step.
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
