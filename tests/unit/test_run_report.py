@@ -244,7 +244,7 @@ def _fake_stages(monkeypatch, check):
         ctx.metrics.log({"step": 1, "loss": 2.5, "elapsed_s": 0.1}, step=1)
         return StageResult(eval={"pass@1": 0.25})
 
-    monkeypatch.setattr(driver.cluster, "connect", lambda *args: nullcontext())
+    monkeypatch.setattr(driver.cluster, "connect", lambda *args, **kwargs: nullcontext())
     monkeypatch.setattr(driver, "STAGES", {"sft": warmup, "eval": check})
     return driver
 
