@@ -122,6 +122,10 @@ def step_record(stage: RLStage, step: int, batch: StepBatch, results: list[StepM
     for name, values in sorted(by_component.items()):
         record[f"reward/{name}_mean"] = _mean(values)
         record[f"reward/{name}_std"] = statistics.pstdev(values)
+    for spec in stage.rewards:  # the `language` score is R1's metric, the CoT's share in the target language
+        if spec.name == "language" and spec.component in by_component:
+            key = "" if spec.component == "language" else f"{spec.component}/"
+            record[f"language/{key}target_share"] = _mean(by_component[spec.component])
     if results:
         last = results[-1]
         record.update({"loss": last.loss, "grad_norm": last.grad_norm, "lr": last.lr})

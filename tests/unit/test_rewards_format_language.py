@@ -49,7 +49,8 @@ def test_format_with_required_answer_tag_and_think_in_prompt() -> None:
 def test_words_count_cjk_per_character_and_skip_math_code_numbers() -> None:
     assert list(words("hello world")) == ["latin", "latin"]
     assert list(words("你好 world")) == ["han", "han", "latin"]
-    assert list(words("答案是x")) == ["han", "han", "han", "latin"]
+    assert list(words("答案是ok")) == ["han", "han", "han", "latin"]
+    assert list(words("答案是x, θ = π")) == ["han", "han", "han"]  # lone letters are variables
     ignored = "$x^2 + y$ and `code here` ```python\nprint('many words')\n``` 12345 <think> \\frac{a}{b}"
     assert list(words(ignored)) == ["latin"]  # only "and" remains
     assert list(words("Привет мир")) == ["cyrillic", "cyrillic"]
