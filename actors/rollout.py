@@ -154,15 +154,16 @@ class RolloutWorker(RunDirProbe):
         if self.syncing_version is None:
             self._sync_started = time.perf_counter()
             self.llm.collective_rpc("weight_sync_begin")
-            self.syncing_version, self._sync_buckets = version, 0
+            self.syncing_version, self._sync_buckets, self._sync_bytes = version, 0, 0
         self.llm.collective_rpc("weight_sync_load", args=(bucket,))
         self._sync_buckets += 1
+        self._sync_bytes += sum(t.numel() * t.element_size() for _, t in bucket)
         if not last:
             return None
         self.llm.collective_rpc("weight_sync_finish")
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         self.version, self.syncing_version = version, None
-        return {"version": version, "buckets": self._sync_buckets,
+        return {"version": version, "buckets": self._sync_buckets, "bytes": self._sync_bytes,
                 "seconds": time.perf_counter() - self._sync_started}
 
     # ------------------------------------------------------------------ NCCL weight sync (actors/weight_sync_nccl.py)

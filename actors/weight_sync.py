@@ -102,9 +102,10 @@ def sync_weights(trainers, rollout, version: int, bucket_mb: float = 64.0) -> di
         # Ray runs one caller's calls on an actor in submission order, so buckets arrive in order.
         pending += [w.update_weights.remote(ref, version, last) for w in rollout.actors]
         ranks += list(range(len(rollout.actors)))
-    results = rollout.gather(pending, ranks)
+    workers = [r for r in rollout.gather(pending, ranks) if r is not None]
+    # Every engine receives the same weights: the bytes of one copy, as the NCCL path reports them.
     return {"seconds": time.perf_counter() - t0, "pull_seconds": pulled - t0, "buckets": len(refs),
-            "version": version, "workers": [r for r in results if r is not None]}
+            "bytes": workers[0]["bytes"], "version": version, "workers": workers}
 
 
 # ---------------------------------------------------------------------------------------------- vLLM side

@@ -27,6 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,12 @@ class Checkpoint:
 
 
 class StageCheckpoints:
-    """Where and when one stage run writes its checkpoints, and which one it resumes from."""
+    """Where and when one stage run writes its checkpoints, and which one it resumes from. ``on_commit(seconds)``
+    is told how long each checkpoint took, begin to commit (the stage's Prometheus histogram)."""
 
     def __init__(self, root: Path, fingerprint: str, every_steps: int | None, every_s: float | None,
-                 keep_last: int):
-        self.root, self.fingerprint = root, fingerprint
+                 keep_last: int, on_commit: Callable[[float], None] | None = None):
+        self.root, self.fingerprint, self.on_commit = root, fingerprint, on_commit
         self.every_steps, self.every_s, self.keep_last = every_steps, every_s, keep_last
         self._last_time = time.monotonic()
         self._begun = 0.0
@@ -112,9 +114,12 @@ class StageCheckpoints:
         self._last_time = time.monotonic()
         for old in self.complete()[: -self.keep_last]:
             shutil.rmtree(old.path, ignore_errors=True)
+        seconds = time.perf_counter() - self._begun
         self.written += 1
-        self.seconds += time.perf_counter() - self._begun
-        log.info("checkpoint %s (%.1f MB) in %.2f s", final, self.last_bytes / 2**20, time.perf_counter() - self._begun)
+        self.seconds += seconds
+        log.info("checkpoint %s (%.1f MB) in %.2f s", final, self.last_bytes / 2**20, seconds)
+        if self.on_commit is not None:
+            self.on_commit(seconds)
         return Checkpoint(step, final, state)
 
     def report(self, resumed_from: Checkpoint | None) -> dict:

@@ -32,8 +32,10 @@ class RestartsExhausted(RuntimeError):
 
 
 class RestartBudget:
-    def __init__(self, stage: str, max_restarts: int):
-        self.stage, self.max_restarts = stage, max_restarts
+    """``on_restart(role)`` is told of every restart spent (the stage's Prometheus counter)."""
+
+    def __init__(self, stage: str, max_restarts: int, on_restart: Callable[[str], None] | None = None):
+        self.stage, self.max_restarts, self.on_restart = stage, max_restarts, on_restart
         self.events: list[dict] = []
 
     def spend(self, lost: ActorLost, step: int | None = None) -> None:
@@ -49,6 +51,8 @@ class RestartBudget:
                             "time": round(time.time(), 3)})
         log.warning("%s: %s (step %s); restart %d of at most %d", self.stage, lost, step, len(self.events),
                     self.max_restarts)
+        if self.on_restart is not None:
+            self.on_restart(lost.role)
 
     def retrying(self, work: Callable[[], T], replace: Callable[[ActorLost], None], step: int | None = None,
                  roles: tuple[Role, ...] = ("rollout", "reward")) -> T:

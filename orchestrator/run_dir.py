@@ -18,7 +18,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -71,10 +71,12 @@ class MetricsLog:
 
     ``resume_step``: None starts the stage's log afresh (what an earlier attempt logged goes); a step N keeps the
     records up to N, rewritten atomically, and drops the rest, so a resumed stage logs each step exactly once.
-    TensorBoard hides the events past N (``purge_step``)."""
+    TensorBoard hides the events past N (``purge_step``). ``on_log`` sees every record as it is logged (the stage's
+    Prometheus metrics, orchestrator/telemetry.py)."""
 
-    def __init__(self, path: Path, tb_dir: Path | None = None, resume_step: int | None = None):
-        self.path, self.tb_dir = path, tb_dir
+    def __init__(self, path: Path, tb_dir: Path | None = None, resume_step: int | None = None,
+                 on_log: Callable[[dict], None] | None = None):
+        self.path, self.tb_dir, self.on_log = path, tb_dir, on_log
         self.file, self.tb = None, None
         self.kept = self._open(resume_step)
         """The records kept from an earlier attempt (empty when starting afresh)."""
@@ -107,6 +109,8 @@ class MetricsLog:
     def log(self, record: dict, step: int | None = None) -> None:
         self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
         self.file.flush()
+        if self.on_log is not None:
+            self.on_log(record)
         if self.tb is not None and step is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":

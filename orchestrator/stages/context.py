@@ -19,6 +19,7 @@ from orchestrator.data import loading
 from orchestrator.faults import RestartBudget
 from orchestrator.fresh_model import materialize
 from orchestrator.run_dir import MetricsLog, RunDir, write_json
+from orchestrator.telemetry import StageTelemetry
 from rewards.config import RewardSpec
 
 T = TypeVar("T")
@@ -48,12 +49,17 @@ class StageContext:
         self.checkpoints: StageCheckpoints | None = None
         self.resume_from: Checkpoint | None = None
         """The checkpoint of an earlier attempt of this very stage that this run continues from."""
+        # The stage's Prometheus metrics see what metrics.jsonl, the restart budget and the checkpoints see.
+        self.telemetry = StageTelemetry(spec.name, stage.name, stage.kind)
+        self.telemetry.started()
         if isinstance(stage, Resumable):
             self.checkpoints = StageCheckpoints(self.dir / "checkpoints", fingerprint, stage.checkpoint_every,
-                                                stage.checkpoint_every_s, stage.keep_last)
+                                                stage.checkpoint_every_s, stage.keep_last,
+                                                on_commit=self.telemetry.checkpoint)
             self.resume_from = self.checkpoints.latest()
             self.checkpoints.discard_others(self.resume_from)
-        self.restarts = RestartBudget(stage.name, stage.fault_tolerance.max_restarts)
+        self.restarts = RestartBudget(stage.name, stage.fault_tolerance.max_restarts,
+                                      on_restart=self.telemetry.restart)
         self.groups: dict[Role, ActorGroup] = {}
         """The stage's actor groups by role, as last spawned."""
         # actor_logs: each actor's output goes to <stage>/logs/<role>-<rank>.log instead of the console.
@@ -62,7 +68,8 @@ class StageContext:
         # Without a checkpoint the stage starts over and an earlier attempt's records go; with one they are kept
         # up to its step.
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
-                                  resume_step=self.resume_from.step if self.resume_from else None)
+                                  resume_step=self.resume_from.step if self.resume_from else None,
+                                  on_log=self.telemetry.step)
 
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:
@@ -171,3 +178,4 @@ class StageContext:
 
     def close(self) -> None:
         self.metrics.close()
+        self.telemetry.finished()

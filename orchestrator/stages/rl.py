@@ -198,11 +198,13 @@ class GRPOLoop:
         record = step_record(stage, step, batch, train_metrics, self.version, self.trained_tokens,
                              time.perf_counter() - t0, t_start)
         if self.dev_rows and (step % stage.dev_eval.every_steps == 0 or step == stage.steps):
+            t_dev = time.perf_counter()
             if self.served_version != self.version:
                 self.ctx.retrying(self._sync, self.load_replacement, step)
             dev = self.ctx.retrying(lambda: self._dev_eval(step, bar), self.load_replacement, step)
             self.dev_curve.append(dev)
             record["dev_pass@1"] = dev["dev_pass@1"]
+            record["dev_eval_s"] = round(time.perf_counter() - t_dev, 3)
         record["restarts"] = len(self.ctx.restarts.events)
         self.ctx.metrics.log(record, step=step)
         self.history.append(record)
@@ -358,15 +360,19 @@ class GRPOLoop:
         return results
 
     def _sync(self) -> None:
+        """Every engine serves the trainer's current weights; the sync's seconds and bytes go to the telemetry."""
         if self.sync_mode == "nccl":
-            sync_weights_nccl(self.trainers, self.rollout, self.version, self.nccl_plan)
+            done = sync_weights_nccl(self.trainers, self.rollout, self.version, self.nccl_plan)
         elif self.sync_mode == "object_store":
-            sync_weights(self.trainers, self.rollout, self.version, self.stage.sync_bucket_mb)
+            done = sync_weights(self.trainers, self.rollout, self.version, self.stage.sync_bucket_mb)
         else:
-            path = self.ctx.dir / "sync"
+            t0, path = time.perf_counter(), self.ctx.dir / "sync"
             self.trainers.call("save_hf", str(path))
             self.rollout.call("load", str(path), self.version)
+            done = {"seconds": time.perf_counter() - t0,
+                    "bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
         self.served_version = self.version
+        self.ctx.telemetry.weight_sync(done["seconds"], done["bytes"])
 
     def _dev_eval(self, step: int, bar) -> dict:
         t0 = time.perf_counter()

@@ -139,6 +139,7 @@ def step_record(stage: RLStage, step: int, batch: StepBatch, results: list[StepM
         record[f"{phase}_s"] = round(batch.seconds[phase], 3)
     record["step_s"] = round(seconds, 3)
     record["overhead_s"] = round(seconds - sum(batch.seconds.values()), 3)
+    record["generated_tokens"] = batch.generated_tokens
     record["generate_tokens_per_s"] = round(batch.generated_tokens / max(batch.seconds["generate"], 1e-9), 1)
     record["train_tokens_per_s"] = round(trained_tokens / max(batch.seconds["train"], 1e-9), 1)
     record["elapsed_s"] = round(time.perf_counter() - t_start, 1)

@@ -196,8 +196,10 @@ class _SFTLoop:
                   "epoch": round(metrics.step * stage.train.batch_size / len(self.examples), 3),
                   "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
         if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == self.steps):
+            t_dev = time.perf_counter()
             score = self._evaluate_candidate(metrics.step)
-            record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best})
+            record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best,
+                           "dev_eval_s": round(time.perf_counter() - t_dev, 3)})
             bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
         ctx.metrics.log(record, step=metrics.step)
         bar.update(1)

@@ -57,6 +57,9 @@ def _sync_and_check(rollout, trainers, tok, served_path, sft_rows, tmp_path, loa
     print(f"\nsync: {info['seconds']:.2f} s (pull {info['pull_seconds']:.2f} s), {info['buckets']} buckets of "
           f"<= {BUCKET_MB} MB, worker-side {info['workers'][0]['seconds']:.2f} s")
     assert info["buckets"] > 1 and info["workers"][0]["buckets"] == info["buckets"]
+    # One copy of the weights: the saved checkpoint's tensors, which add only a small header on disk.
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "trained").glob("*.safetensors"))
+    assert info["bytes"] <= on_disk < info["bytes"] + 2**16
     assert max(abs(a - b) for a, b in zip(before[1:], expected)) > 1e-2, "training did not move the weights"
     assert max(abs(a - b) for a, b in zip(served[1:], expected)) < 1e-3
     assert all(r.policy_version == 7 for r in rollouts)
