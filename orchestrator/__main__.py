@@ -49,6 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--run-dir", default=None, help="default: runs/<pipeline name>")
     run_p.add_argument("--address", default=None, help="Ray address to join; default: the job's cluster, a "
                                                        "running local cluster, or an embedded one")
+    sub_p = sub.add_parser("submit", help="submit `run` as a Ray job whose metadata names the pipeline and run dir")
+    sub_p.add_argument("pipeline", help="a pipeline file inside --working-dir")
+    sub_p.add_argument("--run-dir", required=True, help="a path every node of the cluster mounts")
+    sub_p.add_argument("--address", default=None, help="the cluster's dashboard, e.g. http://HEAD:8265 (default: "
+                       "RAY_API_SERVER_ADDRESS, else RAY_ADDRESS, else a cluster on this machine)")
+    sub_p.add_argument("--working-dir", default=".", help="uploaded as the job's working directory (default: .)")
+    sub_p.add_argument("--runtime-env-json", default=None, help="more runtime env, e.g. "
+                       "'{\"env_vars\": {\"HF_HOME\": \"/shared/hf\"}}'")
+    sub_p.add_argument("--submission-id", default=None)
+    sub_p.add_argument("--no-wait", action="store_true", help="return once submitted instead of following the logs")
     for name, text in (("validate", "check a pipeline file and print every problem"),
                        ("plan", "print stages, actors and cluster resources without starting anything")):
         sub.add_parser(name, help=text).add_argument("pipeline")
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     try:
         # `plan` describes a pipeline whose data may not be at hand yet; `validate` and `run` open every input.
-        spec = load_pipeline(args.pipeline, check_inputs=args.command != "plan")
+        spec = load_pipeline(args.pipeline, check_inputs=args.command not in ("plan", "submit"))
     except PipelineError as e:
         print(f"{args.pipeline}: {len(e.problems)} problem(s)", file=sys.stderr)
         for p in e.problems:
@@ -74,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         print(plan(spec))
         return 0
+    if args.command == "submit":   # inputs are checked by `run` on the cluster, where its paths point
+        from orchestrator.submit import SubmitError, job_request, parse_runtime_env, submit
+
+        try:
+            request = job_request(args.pipeline, spec.name, args.run_dir, args.working_dir,
+                                  parse_runtime_env(args.runtime_env_json))
+        except SubmitError as e:
+            print(f"{args.pipeline}: {e}", file=sys.stderr)
+            return 2
+        return submit(request, args.address, args.submission_id, wait=not args.no_wait)
 
     from orchestrator.loopback import prepare
 

@@ -57,7 +57,11 @@ def connect(address: str | None, cluster: ClusterSpec, verbose: bool = False, da
     else:
         # A Ray job's driver inherits the job's runtime env (the uploaded working dir). From a shell we ship
         # the project ourselves, so actors on other nodes can import it.
-        in_job = bool(os.environ.get("RAY_JOB_ID")) or address == os.environ.get("RAY_ADDRESS")
+        # Ray's job supervisor gives the entrypoint RAY_JOB_CONFIG_JSON_ENV_VAR (the job's runtime env and metadata),
+        # not RAY_JOB_ID: without this, `run --address auto` in a job shipped a second working_dir, which ray.init
+        # refuses as a conflict with the job's.
+        in_job = ("RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or bool(os.environ.get("RAY_JOB_ID"))
+                  or address == os.environ.get("RAY_ADDRESS"))
         runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES}
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose, configure_logging=False)
         log.info("joined the Ray cluster at %s (%g CPUs, %g GPUs)", address,
