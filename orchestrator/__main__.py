@@ -1,4 +1,5 @@
-"""python -m orchestrator run PIPELINE.yaml [--run-dir DIR] [--address RAY_ADDRESS] | validate FILE | plan FILE
+"""python -m orchestrator run PIPELINE.yaml [--run-dir DIR] [--address RAY_ADDRESS] [--verbose] [--no-dashboard]
+| validate FILE | plan FILE
 | report RUN_DIR"""
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--run-dir", default=None, help="default: runs/<pipeline name>")
     run_p.add_argument("--address", default=None, help="Ray address to join; default: the job's cluster, a "
                                                        "running local cluster, or an embedded one")
+    run_p.add_argument("--verbose", action="store_true", help="show every actor's output (vLLM, DeepSpeed) here "
+                       "instead of in RUN_DIR/<stage>/logs/")
+    run_p.add_argument("--no-dashboard", action="store_true", help="start an embedded Ray without its dashboard")
     sub_p = sub.add_parser("submit", help="submit `run` as a Ray job whose metadata names the pipeline and run dir")
     sub_p.add_argument("pipeline", help="a pipeline file inside --working-dir")
     sub_p.add_argument("--run-dir", required=True, help="a path every node of the cluster mounts")
@@ -70,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    if not getattr(args, "verbose", False):
+        # The driver's own libraries (Ray's client, transformers' tokenizer loading) speak at WARNING and up;
+        # the project's loggers keep INFO: one line per stage event.
+        for noisy in ("ray", "transformers", "filelock", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         # `plan` describes a pipeline whose data may not be at hand yet; `validate` and `run` open every input.
         spec = load_pipeline(args.pipeline, check_inputs=args.command not in ("plan", "submit"))
@@ -108,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.pipeline}: {problem}", file=sys.stderr)
         return 2
     try:
-        summary = run_pipeline(spec, run_dir, address, Path(args.pipeline).read_text())
+        summary = run_pipeline(spec, run_dir, address, Path(args.pipeline).read_text(), verbose=args.verbose,
+                               dashboard=not args.no_dashboard)
     except StageFailed as e:
-        print(f"\nFAILED: {e}\nDetails: {run_dir / e.stage / 'status.json'}", file=sys.stderr)
+        logs = "" if args.verbose else f"\nActor logs: {run_dir / e.stage / 'logs'}"
+        print(f"\nFAILED: {e}\nDetails: {run_dir / e.stage / 'status.json'}{logs}", file=sys.stderr)
         return 1
     print(f"\nPipeline {spec.name}: {summary['status']}. Run directory: {run_dir}")
     for st in summary["stages"]:
