@@ -62,7 +62,7 @@ def connect(address: str | None, cluster: ClusterSpec, verbose: bool = False, da
         # refuses as a conflict with the job's.
         in_job = ("RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or bool(os.environ.get("RAY_JOB_ID"))
                   or address == os.environ.get("RAY_ADDRESS"))
-        runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": _UPLOAD_EXCLUDES}
+        runtime_env = None if in_job else {"working_dir": _project_root(), "excludes": UPLOAD_EXCLUDES}
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose, configure_logging=False)
         log.info("joined the Ray cluster at %s (%g CPUs, %g GPUs)", address,
                  ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0))
@@ -79,7 +79,8 @@ def _token_hint() -> str:
     return " (token authentication: paste the output of `ray get-auth-token`)"
 
 
-_UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/"]
+UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/"]
+"""What a shipped working dir leaves out: a driver joining a cluster from a shell, and `submit`."""
 
 
 def _needed_cpus(cluster: ClusterSpec) -> int:

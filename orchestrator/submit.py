@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.cluster import _UPLOAD_EXCLUDES
+from orchestrator.cluster import UPLOAD_EXCLUDES
 
 
 class SubmitError(ValueError):
@@ -37,7 +37,7 @@ def job_request(pipeline_file: str, pipeline_name: str, run_dir: str, working_di
     # The run dir as an absolute path, not resolved: it names a filesystem every node mounts, which on this
     # machine may be a symlink the cluster's nodes see differently.
     run_dir = os.path.abspath(run_dir)
-    excludes = list(_UPLOAD_EXCLUDES)
+    excludes = list(UPLOAD_EXCLUDES)
     if Path(run_dir).resolve().is_relative_to(work):   # never upload the run's own checkpoints with the code
         excludes.append("/" + str(Path(run_dir).resolve().relative_to(work)) + "/")
     env = {"working_dir": str(work), "excludes": excludes, **(runtime_env or {})}
