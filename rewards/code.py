@@ -106,9 +106,6 @@ class CodeReward:
             details["first_failure_stderr"] = run.records[first_bad].get("stderr_tail", "")[-500:]
         return RewardResult(score, details)
 
-    def warm_up(self) -> None:
-        """The sandbox starts (and stays warm) in the constructor; nothing more to do ahead of a sample."""
-
     def close(self) -> None:
         self.sandbox.close()
 
