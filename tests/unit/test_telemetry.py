@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -121,18 +124,28 @@ def test_nothing_to_count_records_nothing_and_bad_values_never_raise(caplog):
 
 
 def test_without_ray_initialised_recording_is_harmless():
-    """Ray's own metric objects, no Ray running (as in every unit test): records go nowhere, nothing raises."""
-    import ray
+    """Ray's own metric objects, no Ray running: records go nowhere, nothing raises, nothing starts a Ray.
 
-    assert not ray.is_initialized()
-    telemetry = StageTelemetry("p", "s", "rl")
-    telemetry.started()
-    telemetry.step(_rl_record())
-    telemetry.restart("trainer")
-    telemetry.checkpoint(0.1)
-    telemetry.weight_sync(0.1, 10)
-    telemetry.finished()
-    assert not ray.is_initialized()
+    In a child process: in the full suite the session-scoped local Ray of tests/ray is still up when unit tests run."""
+    script = textwrap.dedent("""
+        import ray
+        from tests.unit.test_telemetry import _rl_record
+        from orchestrator.telemetry import StageTelemetry
+
+        assert not ray.is_initialized()
+        telemetry = StageTelemetry("p", "s", "rl")
+        telemetry.started()
+        telemetry.step(_rl_record())
+        telemetry.restart("trainer")
+        telemetry.checkpoint(0.1)
+        telemetry.weight_sync(0.1, 10)
+        telemetry.finished()
+        assert not ray.is_initialized()
+        print("recorded without ray")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "recorded without ray" in done.stdout
 
 
 def test_gauges_are_set_again_while_the_stage_runs_and_not_after():
