@@ -31,9 +31,11 @@ from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
 log = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
+    """A port free on ``host``, the address the rendezvous will listen on (on another node, 127.0.0.1 says
+    nothing about the node's own address)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -87,7 +89,8 @@ class PolicyTrainer(RunDirProbe):
         """Rank 0's rendezvous address (its node IP and a free port)."""
         import ray
 
-        return ray.util.get_node_ip_address(), _free_port()
+        host = ray.util.get_node_ip_address()
+        return host, _free_port(host)
 
     def init_distributed(self, master_addr: str, master_port: int) -> None:
         import deepspeed

@@ -104,7 +104,7 @@ def short_sft(init_model: Path, train, sft_rows: list[dict], steps: int, threads
     curves = {}
     for mode in ("fp32", "fp8"):
         trainer = PolicyTrainer(rank=0, world_size=1, threads=threads)
-        trainer.init_distributed("127.0.0.1", _free_port())  # a no-op after the first mode
+        trainer.init_distributed("127.0.0.1", _free_port("127.0.0.1"))  # a no-op after the first mode
         trainer.setup(train.settings(str(init_model), total_steps=steps, grad_accum=grad_accum, fp8=mode == "fp8"))
         t0, losses = time.perf_counter(), []
         batches = EpochBatches(len(examples), train.batch_size, train.seed)

@@ -1,5 +1,6 @@
 """Work split over an actor group and gathered back in order: generation over rollout workers, scoring over
-reward workers. Every stage that samples (eval, rl, rejection_sampling) goes through these two calls."""
+reward workers. Every stage that samples (eval, rl, rejection_sampling) goes through these two calls. And the
+one check gathered from every trainer rank: that data-parallel ranks (on any nodes) still hold the same weights."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from orchestrator.cluster import ActorGroup
 def even_bounds(n: int, parts: int) -> list[int]:
     """Cut points splitting n items into ``parts`` contiguous runs whose sizes differ by at most one."""
     return [n * i // parts for i in range(parts + 1)]
+
+
+def ranks_agree(trainers: ActorGroup) -> list[float]:
+    """Every trainer rank's parameter checksum; raises if the ranks no longer hold the same weights.
+
+    Exact equality, not a tolerance: data-parallel ranks apply the same all-reduced gradients with the same
+    optimizer, so their weights are bit-identical; any difference means a rank trained on something else."""
+    sums = trainers.call("parameter_checksum")
+    if len(set(sums)) > 1:
+        raise RuntimeError(f"The trainer ranks hold different weights (parameter sums {sums}): data-parallel "
+                           "training diverged. A rank that missed a collective or loaded another checkpoint "
+                           "does this; the stage's actor logs say which.")
+    return sums
 
 
 def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: SamplingParams) -> list[Rollout]:

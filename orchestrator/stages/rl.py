@@ -38,7 +38,7 @@ from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.eval import evaluate
-from orchestrator.stages.fanout import by_prompt, generate_sharded, score_sharded
+from orchestrator.stages.fanout import by_prompt, generate_sharded, ranks_agree, score_sharded
 from orchestrator.stages.rl_step import Group, PromptSampler, StepBatch, step_record, summarise, timed
 from rewards.base import infra_error
 
@@ -75,7 +75,8 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
         final = ctx.dir / "checkpoint"
         loop.trainers.call("save_hf", str(final))
         metrics = {"steps": stage.steps, "optimizer_steps": loop.version, "parameters": info["parameters"],
-                   "zero_stage": info["zero_stage"], "world_size": world, "prompts": len(prompts),
+                   "zero_stage": info["zero_stage"], "world_size": world,
+                   "rank_checksums": ranks_agree(loop.trainers), "prompts": len(prompts),
                    "weight_sync": loop.sync_mode, "checkpoints": ctx.checkpoints.report(ctx.resume_from), **summary}
         result = StageResult(metrics=metrics, artifacts={"checkpoint": ctx.relative(final)})
         if stage.eval is not None:  # the rollout workers already serve the final weights

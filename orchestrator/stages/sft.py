@@ -23,6 +23,7 @@ from orchestrator.config import SFTStage
 from orchestrator.data.chat import SFTExample, encode_sft, pad_batch
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.eval import evaluate
+from orchestrator.stages.fanout import ranks_agree
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
             loop.trainers.call("save_hf", str(final))
         metrics = {"steps": last["step"], "final_loss": last["loss"], "parameters": info["parameters"],
                    "examples": len(examples), "zero_stage": info["zero_stage"], "world_size": world,
+                   "rank_checksums": ranks_agree(loop.trainers),
                    "checkpoints": ctx.checkpoints.report(ctx.resume_from)}
         if stopper is not None:
             metrics.update({"best_step": stopper.best_step, "plateau_pass@1": stopper.best,

@@ -184,6 +184,10 @@ def _check_run(run_dir: Path) -> None:
         assert r["grad_norm"] > 0, steps   # the step moved the weights (the length penalty gives advantages)
         assert r["rollout_logprob_diff"] < 1e-4, steps
     assert steps[-1]["policy_version"] >= 1
+    # The two trainer ranks, on two nodes, end each stage with the same weights (the stage checks it, exactly).
+    for stage in ("sft", "rl"):
+        sums = json.loads((run_dir / stage / "status.json").read_text())["metrics"]["rank_checksums"]
+        assert len(sums) == 2 and sums[0] == sums[1], (stage, sums)
 
 
 def _check_placement(seen: dict[str, dict], node_ip: dict[str, str]) -> None:
