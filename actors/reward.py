@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor_log import send_output_to_stage_log
+from actors.actor_metrics import records_busy_time
 from actors.run_dir_probe import RunDirProbe
 from rewards.config import RewardSpec
 from rewards.isolation.pool import RewardPool
@@ -47,6 +48,7 @@ class RewardWorker(RunDirProbe):
         send_output_to_stage_log()
         self._pool = RewardPool(specs, num_procs=num_procs, deadline_s=deadline_s)
 
+    @records_busy_time
     def score(self, completions: list[str], samples: list[dict[str, Any]]) -> RewardScores:
         scored = self._pool.score(completions, samples)
         n = len(scored)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from actors import rng
 from actors.actor_log import send_output_to_stage_log
+from actors.actor_metrics import actor_metrics, records_busy_time
 from actors.run_dir_probe import RunDirProbe
 from actors.types import EngineSettings, Rollout, SamplingParams
 from actors.weight_sync_nccl import ENGINE_ARGS as NCCL_ENGINE_ARGS
@@ -100,6 +101,7 @@ class RolloutWorker(RunDirProbe):
         self.model_path, self.version = path, version
         return {"seconds": time.perf_counter() - t0, "reloaded_in_place": reuse, "version": version}
 
+    @records_busy_time
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Rollout]:
         """``sampling.n`` completions per prompt (token ids), ordered prompt by prompt."""
         if self.llm is None:
@@ -130,6 +132,7 @@ class RolloutWorker(RunDirProbe):
                     finish_reason="length" if c.finish_reason == "length" else "stop",
                     policy_version=self.version,
                 ))
+        actor_metrics().generated(sum(len(r.response_ids) for r in rollouts))
         return rollouts
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float | None]]:

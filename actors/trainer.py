@@ -24,6 +24,7 @@ import torch
 
 from actors import rng
 from actors.actor_log import send_output_to_stage_log
+from actors.actor_metrics import records_busy_time
 from actors.losses import entropy_from_logits, grpo_loss, token_logprobs
 from actors.run_dir_probe import RunDirProbe
 from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
@@ -148,6 +149,7 @@ class PolicyTrainer(RunDirProbe):
         return {"parameters": n_params, "zero_stage": settings.zero_stage, "world_size": self.world_size}
 
     # ------------------------------------------------------------------ steps
+    @records_busy_time
     def sft_step(self, batch: SFTBatch) -> StepMetrics:
         """One optimizer step on this rank's share: next-token cross-entropy on assistant tokens only."""
         t0 = time.perf_counter()
@@ -187,6 +189,7 @@ class PolicyTrainer(RunDirProbe):
                            lr=engine.get_lr()[0], tokens=tokens, seconds=time.perf_counter() - t0,
                            extra=extra_metrics)
 
+    @records_busy_time
     def rl_step(self, batch: RLBatch) -> StepMetrics:
         """One GRPO optimizer step on this rank's share (``actors.losses.grpo_loss``).
 
@@ -245,6 +248,7 @@ class PolicyTrainer(RunDirProbe):
                            seconds=time.perf_counter() - t0, extra=extra)
 
     @torch.no_grad()
+    @records_busy_time
     def logprobs(self, batch: RLBatch) -> list[torch.Tensor]:
         """Target-aligned logprobs [B, L-1] of every micro-batch under the current weights (no update): the
         behaviour policy's logprobs when a rollout batch is trained over several optimizer steps."""

@@ -15,7 +15,9 @@ Where the numbers come from: the driver, from the same per-step record that goes
 That includes the numbers first counted inside actors (reward errors and timeouts in ``RewardScores``, generated
 tokens in each ``Rollout``): the driver receives them with every call, and counting them there counts what the
 stage kept, not the work of a round that a lost actor made the stage redo. Recorded from the driver, they are
-exported by the metrics agent of the driver's node (the head's, under ``ray job submit``).
+exported by the metrics agent of the driver's node (the head's, under ``ray job submit``). What only an actor sees
+(its busy seconds, an engine's own token count) it records itself (actors/actor_metrics.py), so every node that
+hosts actors exports ``r1ray_`` metrics too.
 
 Ray exports a histogram's ``_sum`` from its buckets' midpoints, not from the values observed (Ray 2.60,
 ``open_telemetry_metric_recorder``), so every number meant to be read exactly is a gauge (the last value) or a
@@ -36,38 +38,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+
+from actors.actor_metrics import ACTOR_METRICS, MetricDef
 
 log = logging.getLogger(__name__)
 
-TAGS = ("pipeline", "stage", "role")
 SECONDS_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
 """Histogram bounds for every duration here: a tiny CPU step is under a second, a large cluster's up to an hour."""
 
 PHASE_ROLES = {"generate": "rollout", "reward": "reward", "logprob": "trainer", "train": "trainer",
                "sync": "trainer", "dev_eval": "rollout"}
 """The phases of a step (metrics.jsonl's ``<phase>_s``) and the role whose work each one is."""
-
-
-@dataclass(frozen=True)
-class MetricDef:
-    name: str
-    kind: Literal["gauge", "counter", "histogram"]
-    description: str
-    extra_tags: tuple[str, ...] = ()
-
-    @property
-    def tag_keys(self) -> tuple[str, ...]:
-        return TAGS + self.extra_tags
-
-    @property
-    def series(self) -> tuple[str, ...]:
-        """The names Ray's exporter gives this metric in Prometheus."""
-        base = "ray_" + self.name
-        return {"gauge": (base,), "counter": (base + "_total",),
-                "histogram": (base + "_bucket", base + "_sum", base + "_count")}[self.kind]
 
 
 METRICS = (
@@ -91,6 +73,8 @@ METRICS = (
     MetricDef("r1ray_actor_restarts", "counter", "actors lost and replaced (role: the lost actor's)"),
     MetricDef("r1ray_checkpoint_seconds", "histogram", "seconds to write one resumable checkpoint"),
 )
+EXPORTED = METRICS + ACTOR_METRICS
+"""Every ``r1ray_`` metric: the driver's, recorded here, and the actors' own (actors/actor_metrics.py)."""
 METRIC_NAMES = frozenset(m.name for m in METRICS)
 _KINDS = {m.name: m.kind for m in METRICS}
 _METHODS = {"gauge": "set", "counter": "inc", "histogram": "observe"}

@@ -6,8 +6,9 @@ What it checks: the job succeeds and its metadata names the pipeline and the run
 lists the actors under the project's names (`<pipeline>/<stage>/<role>-<rank>` in the run's namespace); the two
 trainer ranks and the two engines each sit on two different nodes; both engines (so at least one on another node
 than trainer rank 0) serve the trained weights after each sync (trainer and engine logprobs agree on the sampled
-tokens). Not checked: that the two trainer ranks hold identical weights (nothing in the run records a per-rank
-checksum; tests/ray/test_trainer.py checks it on one node).
+tokens); the two trainer ranks end each stage with bit-identical weights; and while the job runs, every node's own
+Prometheus endpoint exports `r1ray_` metrics: the driver's on the head, each actor's own (busy seconds, an
+engine's tokens) on the node it sits on.
 
 Why not 127.0.0.1 for every node: Ray's multi-node mode replaces a node address of 127.0.0.1 (also in
 `--address`) by the machine's routable IP, and its single-node mode (orchestrator/loopback.py) refuses worker
@@ -23,9 +24,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.cluster import run_namespace
 from tests.conftest import ROOT
@@ -43,26 +46,26 @@ def _run(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProc
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def _node_ports() -> list[str]:
-    # Every port a node opens gets its own number: the agents bind all interfaces, and other Rays on this
-    # machine (other tests' embedded ones) hold the defaults.
+def _node_ports() -> tuple[list[str], int]:
+    """`ray start` port options and the node's metrics port. Every port a node opens gets its own number: the
+    agents bind all interfaces, and other Rays on this machine (other tests' embedded ones) hold the defaults."""
+    metrics = _free_port()
     return ["--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-            "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-            "--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port())]
+            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(_free_port()),
+            "--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port())], metrics
 
 
-class ActorWatch:
-    """Polls the dashboard's state API while the job runs: the run's actors (name, class, node, state) as last
-    seen, so a placement is on record even if the list drops actors that ended with their stage."""
+class Watch:
+    """Calls ``poll_once`` every ``every_s`` seconds on a daemon thread while the job runs, and once more at the
+    end, so what was seen is on record even after it is gone (ended actors, aged-out metrics)."""
 
-    def __init__(self, dashboard: str, namespace: str):
-        self.url = f"{dashboard}/api/v0/actors?limit=1000&detail=1"
-        self.namespace = namespace
-        self.seen: dict[str, dict] = {}
+    every_s = 3.0
+
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> ActorWatch:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -72,8 +75,47 @@ class ActorWatch:
         self.poll_once()
 
     def _poll(self) -> None:
-        while not self._stop.wait(3.0):
+        while not self._stop.wait(self.every_s):
             self.poll_once()
+
+    def poll_once(self) -> None:
+        raise NotImplementedError
+
+
+class MetricsWatch(Watch):
+    """Every node's Prometheus endpoint: per node IP, the ``ray_r1ray_*`` series seen (name and labels)."""
+
+    every_s = 2.0
+
+    def __init__(self, endpoints: dict[str, int]):
+        super().__init__()
+        self.endpoints = endpoints
+        self.seen: dict[str, set[tuple[str, frozenset]]] = {ip: set() for ip in endpoints}
+
+    def poll_once(self) -> None:
+        for ip, port in self.endpoints.items():
+            try:
+                with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:   # the agent is busy or still starting; the next poll catches up
+                continue
+            self.seen[ip] |= {(x.name, frozenset(x.labels.items()))
+                              for family in text_string_to_metric_families(text) for x in family.samples
+                              if x.name.startswith("ray_r1ray_")}
+
+    def labels(self, ip: str, name: str) -> list[dict]:
+        return [dict(labels) for n, labels in self.seen[ip] if n == name]
+
+
+class ActorWatch(Watch):
+    """The dashboard's state API: the run's actors (name, class, node, state) as last seen, so a placement is on
+    record even if the list drops actors that ended with their stage."""
+
+    def __init__(self, dashboard: str, namespace: str):
+        super().__init__()
+        self.url = f"{dashboard}/api/v0/actors?limit=1000&detail=1"
+        self.namespace = namespace
+        self.seen: dict[str, dict] = {}
 
     def poll_once(self) -> None:
         try:
@@ -97,19 +139,22 @@ def test_a_pipeline_job_spreads_its_roles_over_three_nodes(tmp_path):
     port, dash = _free_port(), _free_port()
     dashboard = f"http://127.0.0.1:{dash}"
     run_dir = tmp_path / "run"
+    head_ports, metrics_port = _node_ports()
+    endpoints = {HEAD: metrics_port}
     t0 = time.perf_counter()
     try:
         # vLLM's own rendezvous address defaults to the routable IP; each node's engines use the node's.
         head = _run([f"{venv_bin}/ray", "start", "--head", "--node-ip-address", HEAD, "--port", str(port),
                      "--num-cpus", str(CPUS_PER_NODE), "--temp-dir", str(temp_root / "head"),
                      "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-                     "--ray-client-server-port", str(_free_port()), "--disable-usage-stats", *_node_ports()],
+                     "--ray-client-server-port", str(_free_port()), "--disable-usage-stats", *head_ports],
                     {**env, "VLLM_HOST_IP": HEAD}, timeout=180)
         assert head.returncode == 0, head.stderr[-3000:]
         for i, ip in enumerate(WORKERS):
+            ports, endpoints[ip] = _node_ports()
             worker = _run([f"{venv_bin}/ray", "start", "--address", f"{HEAD}:{port}", "--node-ip-address", ip,
                            "--num-cpus", str(CPUS_PER_NODE), "--temp-dir", str(temp_root / f"worker{i}"),
-                           "--disable-usage-stats", *_node_ports()], {**env, "VLLM_HOST_IP": ip}, timeout=180)
+                           "--disable-usage-stats", *ports], {**env, "VLLM_HOST_IP": ip}, timeout=180)
             assert worker.returncode == 0, worker.stderr[-3000:]
         nodes = _wait_for_nodes(dashboard, 3)
         assert {n["node_ip"] for n in nodes} == {HEAD, *WORKERS}
@@ -118,7 +163,7 @@ def test_a_pipeline_job_spreads_its_roles_over_three_nodes(tmp_path):
         namespace = run_namespace("multinode", run_dir)
         cmd = [sys.executable, "-m", "orchestrator", "submit", PIPELINE, "--run-dir",
                str(run_dir), "--address", dashboard]
-        with ActorWatch(dashboard, namespace) as watch:
+        with ActorWatch(dashboard, namespace) as watch, MetricsWatch(endpoints) as scraped:
             for _ in range(12):  # right after `ray start` the head's job agent may not have registered yet
                 submit = _run(cmd, env, timeout=1200)
                 if "No available agent to submit job" not in submit.stderr + submit.stdout:
@@ -132,6 +177,7 @@ def test_a_pipeline_job_spreads_its_roles_over_three_nodes(tmp_path):
         _check_job(dashboard, out, env, run_dir)
         _check_run(run_dir)
         _check_placement(watch.seen, {n["node_id"]: n["node_ip"] for n in nodes})
+        _check_metrics(scraped, watch.seen, {n["node_id"]: n["node_ip"] for n in nodes})
     finally:
         stop_processes_under(str(temp_root))   # this cluster's processes only; `ray stop` would end every Ray here
         shutil.rmtree(temp_root, ignore_errors=True)
@@ -188,6 +234,24 @@ def _check_run(run_dir: Path) -> None:
     for stage in ("sft", "rl"):
         sums = json.loads((run_dir / stage / "status.json").read_text())["metrics"]["rank_checksums"]
         assert len(sums) == 2 and sums[0] == sums[1], (stage, sums)
+
+
+def _check_metrics(scraped: MetricsWatch, actors: dict[str, dict], node_ip: dict[str, str]) -> None:
+    """The driver's metrics leave through the head's endpoint; every node that hosted an actor exported that
+    actor's own ones (labelled with its role and rank, from its name)."""
+    driver = scraped.labels(HEAD, "ray_r1ray_step")
+    assert {x["stage"] for x in driver} == {"sft", "rl"} and {x["pipeline"] for x in driver} == {"multinode"}
+    assert scraped.labels(HEAD, "ray_r1ray_rl_reward_mean") and scraped.labels(HEAD, "ray_r1ray_sft_loss")
+    for name, actor in actors.items():
+        _, stage, who = name.split("/")
+        role, rank = who.split(".")[0].split("-")
+        ip = node_ip[actor["node_id"]]
+        busy = scraped.labels(ip, "ray_r1ray_actor_busy_seconds_total")
+        assert any(x["stage"] == stage and x["role"] == role and x["rank"] == rank for x in busy), (name, ip, busy)
+    for rank in ("0", "1"):
+        tokens = scraped.labels(node_ip[actors[f"multinode/rl/rollout-{rank}"]["node_id"]],
+                                "ray_r1ray_engine_generated_tokens_total")
+        assert any(x["rank"] == rank for x in tokens), (rank, tokens)
 
 
 def _check_placement(seen: dict[str, dict], node_ip: dict[str, str]) -> None:

@@ -1,5 +1,6 @@
 """The stage telemetry on a real Ray: what StageTelemetry records shows up on the node's Prometheus endpoint under the
-names deploy/grafana/r1ray.json queries, with the pipeline, stage and role labels and the recorded values.
+names deploy/grafana/r1ray.json queries, with the pipeline, stage and role labels and the recorded values; and
+what a named actor records in its own process (actors/actor_metrics.py).
 
 The Ray runs in a child process of its own (its own temp dir and metrics port, on 127.0.0.1), so this test neither
 needs nor disturbs the session's local Ray, and stops only the processes it started."""
@@ -17,7 +18,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.telemetry import METRICS
+from orchestrator.telemetry import EXPORTED
 from tests.conftest import ROOT
 from tests.own_processes import stop_processes_under
 from tests.unit.test_telemetry import _rl_record
@@ -25,8 +26,17 @@ from tests.unit.test_telemetry import _rl_record
 CHILD = """
 import json, os, sys
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # keep the node on 127.0.0.1 (orchestrator/loopback.py)
+import time
 import ray
+from actors.actor_metrics import actor_metrics, records_busy_time
 from orchestrator.telemetry import StageTelemetry
+
+
+class Engine:   # an actor recording its own metrics, named as the project names its actors
+    @records_busy_time
+    def generate(self):
+        time.sleep(0.3)
+        actor_metrics().generated(7)
 
 port, temp_dir, record = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -41,6 +51,8 @@ rl.step(record)
 rl.restart("rollout")
 rl.checkpoint(1.5)
 rl.weight_sync(0.25, 4096)
+engine = ray.remote(num_cpus=0)(Engine).options(name="tiny_r1/rl_math/rollout-1.2", namespace="t").remote()
+ray.get([engine.generate.remote() for _ in range(2)])
 print("recorded", flush=True)
 sys.stdin.read()   # until the test has scraped
 ray.shutdown()
@@ -68,7 +80,7 @@ def _value(samples: dict, name: str, **labels) -> float:
 
 def test_stage_metrics_reach_the_nodes_prometheus_endpoint():
     port, temp_dir = _free_port(), f"/tmp/r1tel{os.getpid()}"   # short: Ray's socket paths have a length limit
-    expected = {series for m in METRICS for series in m.series}
+    expected = {series for m in EXPORTED for series in m.series}
     record = _rl_record() | {"dev_eval_s": 3.0}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(port), temp_dir, json.dumps(record)], cwd=ROOT,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -110,6 +122,10 @@ def test_stage_metrics_reach_the_nodes_prometheus_endpoint():
         assert _value(samples, "ray_r1ray_checkpoint_seconds_bucket", **rl, le="2.0") == 1
         assert _value(samples, "ray_r1ray_weight_sync_seconds_count", **rl, role="trainer") == 1
         assert _value(samples, "ray_r1ray_weight_sync_bytes", **rl, role="trainer") == 4096
+        # Recorded by the actor in its own process, labelled from its name (a replacement's suffix dropped).
+        engine = {**rl, "role": "rollout", "rank": "1"}
+        assert _value(samples, "ray_r1ray_engine_generated_tokens_total", **engine) == 14
+        assert 0.6 <= _value(samples, "ray_r1ray_actor_busy_seconds_total", **engine, call="generate") < 30
 
         # Ray drops a gauge ~20 s after its last set: a running stage's gauges are set again and stay.
         time.sleep(30)

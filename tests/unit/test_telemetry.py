@@ -12,6 +12,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
+from actors.actor_metrics import ActorMetrics, records_busy_time, tags_from_name
 from actors.types import Rollout, StepMetrics
 from orchestrator.checkpoints import StageCheckpoints
 from orchestrator.cluster import ActorLost
@@ -19,7 +22,7 @@ from orchestrator.config import RLStage
 from orchestrator.faults import RestartBudget
 from orchestrator.run_dir import MetricsLog
 from orchestrator.stages.rl_step import PHASES, Group, StepBatch, step_record
-from orchestrator.telemetry import METRICS, PHASE_ROLES, StageTelemetry
+from orchestrator.telemetry import EXPORTED, METRICS, PHASE_ROLES, StageTelemetry
 from tests.conftest import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "r1ray.json"
@@ -32,7 +35,7 @@ class Recorded:
         self.calls: dict[str, list[tuple[float, dict]]] = defaultdict(list)
 
     def instruments(self) -> dict:
-        return {m.name: _Instrument(self.calls[m.name]) for m in METRICS}
+        return {m.name: _Instrument(self.calls[m.name]) for m in EXPORTED}
 
     def one(self, name: str, **tags) -> float:
         """The single value recorded for ``name`` with labels including ``tags``."""
@@ -198,12 +201,12 @@ def _queries(dashboard: dict) -> list[str]:
 def test_the_dashboard_queries_exactly_the_defined_metrics():
     dashboard = json.loads(DASHBOARD.read_text())
     used = {name for q in _queries(dashboard) for name in re.findall(r"\bray_r1ray_\w+", q)}
-    exported = {series for m in METRICS for series in m.series}
+    exported = {series for m in EXPORTED for series in m.series}
     assert used <= exported, f"the dashboard queries series the telemetry does not export: {used - exported}"
-    without_panel = [m.name for m in METRICS if not used & set(m.series)]
+    without_panel = [m.name for m in EXPORTED if not used & set(m.series)]
     assert not without_panel, f"metrics without a panel in {DASHBOARD.name}: {without_panel}"
     assert all(name.startswith("r1ray_") and set(m.tag_keys) >= {"pipeline", "stage", "role"}
-               for m in METRICS for name in [m.name])
+               for m in EXPORTED for name in [m.name])
 
 
 def test_every_panel_reads_the_chosen_data_source():
@@ -217,3 +220,42 @@ def test_every_panel_reads_the_chosen_data_source():
 def test_the_grafana_file_is_where_the_docs_say():
     assert Path(DASHBOARD).is_file()
     assert "deploy/grafana/r1ray.json" in (ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_an_actor_labels_its_own_metrics_from_the_name_the_project_gave_it():
+    assert tags_from_name("tiny_r1/rl_math/rollout-1") == {"pipeline": "tiny_r1", "stage": "rl_math",
+                                                           "role": "rollout", "rank": "1"}
+    assert tags_from_name("tiny_r1/rl_math/trainer-0.3")["rank"] == "0"   # a replacement keeps its rank
+    assert tags_from_name(None) is None and tags_from_name("PolicyTrainer") is None
+    seen = Recorded()
+    named = ActorMetrics(tags_from_name("p/s/reward-2"), seen.instruments())
+    named.busy("score", 0.5)
+    named.busy("score", 0.0)   # nothing to add: a Ray counter refuses zero
+    named.generated(12)
+    assert seen.calls["r1ray_actor_busy_seconds"] == [(0.5, {"pipeline": "p", "stage": "s", "role": "reward",
+                                                             "rank": "2", "call": "score"})]
+    assert seen.calls["r1ray_engine_generated_tokens"][0][0] == 12
+    ActorMetrics(None).busy("score", 1.0)   # unnamed, or outside Ray: records nothing, raises nothing
+
+
+def test_a_decorated_actor_call_records_its_time_even_when_it_raises(monkeypatch):
+    from actors import actor_metrics as module
+
+    seen = Recorded()
+    monkeypatch.setattr(module, "actor_metrics", lambda: ActorMetrics({"pipeline": "p", "stage": "s",
+                                                                       "role": "trainer", "rank": "0"},
+                                                                      seen.instruments()))
+
+    class Worker:
+        @records_busy_time
+        def rl_step(self, fail: bool):
+            time.sleep(0.05)
+            if fail:
+                raise RuntimeError("out of memory")
+            return "done"
+
+    assert Worker().rl_step(False) == "done"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        Worker().rl_step(True)
+    calls = seen.calls["r1ray_actor_busy_seconds"]
+    assert [tags["call"] for _, tags in calls] == ["rl_step", "rl_step"] and all(v >= 0.05 for v, _ in calls)
