@@ -342,6 +342,8 @@ class PolicyTrainer(RunDirProbe):
             from actors.model.checkpoint import export_state
 
             state, _ = export_state(self.engine.module, state)
+        if getattr(self.engine.module.config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)   # the embedding's tensor again; save_pretrained leaves it out too
         return state
 
     def _full_state_dict(self) -> dict:

@@ -26,8 +26,12 @@ layer split over two per-bucket reloads would be served half garbage. Opening th
 bucket through ``model.load_weights`` and finalising once lets layers complete across bucket boundaries, while
 each layer is processed (and its buffered tensors freed) as soon as it is complete.
 
-Not supported in place: tied input/output embeddings. The checkpoint has no ``lm_head`` and vLLM CPU 0.32 keeps the
-old head's repacked copy, so the served model would mix old and new weights; ``update_weights`` raises
+Tied input/output embeddings (Qwen2.5 and Qwen3 up to 4B, the models R1 reproductions start from): the checkpoint
+has no ``lm_head``, so the layerwise reload loads ``embed_tokens`` (into the storage the head shares) and treats the
+head as a layer that received nothing. The head then holds the new values, but vLLM CPU 0.32 computes logits with a
+GEMM it prepacked from the old weight at load time; step 4 re-ties the head and re-runs its post-load step, which
+repacks from the new weight (``_refresh_tied_lm_head``). Not supported in place: MoE models whose
+``moe_intermediate_size`` vLLM pads (``in_memory_sync_problem``); ``update_weights`` raises
 ``InPlaceSyncUnsupported`` before touching the engine, and the caller falls back to ``save_hf`` + ``load(path)``.
 """
 
@@ -50,9 +54,6 @@ def in_memory_sync_problem(config: dict) -> str | None:
     """Why vLLM cannot take this model's weights in place exactly (a sentence), or None when it can.
 
     ``config`` is the model's config.json as a dict."""
-    if config.get("tie_word_embeddings", False):
-        return ("models with tied embeddings: vLLM CPU keeps the old lm_head's repacked copy, so the served model "
-                "would mix old and new weights.")
     width = config.get("moe_intermediate_size")
     if config.get("n_routed_experts") and width and width % 32:
         return (f"this MoE model: moe_intermediate_size={width} is not a multiple of 32, so vLLM CPU pads its "
@@ -136,6 +137,7 @@ class VllmWeightReceiver:
         model = runner.get_model()
         finalize_layerwise_reload(model, runner.vllm_config.model_config)
         _refresh_moe_kernels(model)
+        _refresh_tied_lm_head(model, runner.vllm_config.model_config.hf_config)
         # The same caches vLLM 0.32's own reload_weights invalidates.
         runner.reset_lora_state()
         runner.reset_encoder_cache()
@@ -144,11 +146,14 @@ class VllmWeightReceiver:
 
 class _RotaryFilter(logging.Filter):
     """Rotary embeddings have cache buffers but no checkpoint weights, so vLLM 0.32's layerwise reload warns
-    "<X>RotaryEmbedding: Failed to load weights" on every sync and puts the (unchanged) caches back. Expected
-    here; any other layer's warning still shows."""
+    "<X>RotaryEmbedding: Failed to load weights" on every sync and puts the (unchanged) caches back; a tied
+    ``ParallelLMHead`` likewise. Expected here; any other layer's warning still shows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "RotaryEmbedding: Failed to load weights" not in record.getMessage()
+        message = record.getMessage()
+        # A tied head has no weights of its own in the checkpoint either (``_refresh_tied_lm_head``).
+        return not any(f"{layer}: Failed to load weights" in message
+                       for layer in ("RotaryEmbedding", "ParallelLMHead"))
 
 
 def _quiet_rotary_warning() -> None:
@@ -172,3 +177,21 @@ def _refresh_moe_kernels(model: torch.nn.Module) -> int:
             kernel.fused_experts.process_weights_after_loading(module)
             count += 1
     return count
+
+
+def _refresh_tied_lm_head(model: torch.nn.Module, hf_config) -> bool:
+    """Re-tie a tied output head to the reloaded input embedding and redo its post-load step.
+
+    After the reload the head's weight shares the embedding's storage (already updated in place), but on CPU the
+    head's ``UnquantizedEmbeddingMethod.process_weights_after_loading`` prepacked a GEMM from the old values at
+    load time and keeps using it; running that step again repacks from the new weight. On GPU the step does
+    nothing and the re-tie is a no-op. Returns whether there was a tied head to refresh."""
+    if not getattr(hf_config, "tie_word_embeddings", False):
+        return False
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embed is None or not hasattr(head, "quant_method"):
+        return False
+    head.weight = embed.weight
+    head.quant_method.process_weights_after_loading(head)
+    return True

@@ -31,8 +31,8 @@ Contract (the driver runs it; actors/weight_sync.py is the object-store path thi
 
 Names and tensors are the object-store path's (``PolicyTrainer._hf_state``, what ``save_hf`` writes), so vLLM's
 own ``load_weights`` fuses and renames. Tied embeddings: on GPUs vLLM's head shares the embedding's parameter,
-whose storage the reload refills in place, so the head follows ``embed_tokens``; the CPU-only stale repacked head
-that makes the object-store path refuse tied models should not arise (unverified).
+whose storage the reload refills in place, so the head follows ``embed_tokens``; the stale CPU-repacked head that the
+object-store path repacks on finish (``weight_sync._refresh_tied_lm_head``) should not arise on GPUs (unverified).
 
 Why not vLLM's ``NCCLTrainerWeightTransferEngine``: it drives the workers from the trainer process and gives every
 engine ``rank_offset=1`` (one data-parallel deployment); here several independent engines share a group and the

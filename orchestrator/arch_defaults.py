@@ -7,7 +7,8 @@ orchestrator/fresh_model.py builds it from ``with_defaults``, so both read one t
 from __future__ import annotations
 
 # Tiny defaults per architecture; a spec's `config:` overrides any key. Sizes suit a CPU test run. Embeddings
-# are untied so rollout workers can swap weights in place (see actors/weight_sync.py).
+# are untied (as in DeepSeek-V3); `tie_word_embeddings: true` gives the Qwen2.5/Qwen3 layout, which syncs in place
+# as well (actors/weight_sync.py).
 _ARCH_DEFAULTS: dict[str, dict] = {
     "qwen2": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0,

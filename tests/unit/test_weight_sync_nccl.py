@@ -221,6 +221,7 @@ def test_setup_joins_every_member_at_once_with_its_own_offset(fake_ray):
 # ---------------------------------------------------------------------------------------------- the choice
 QWEN = {"model_type": "qwen2"}
 TIED = {"model_type": "qwen2", "tie_word_embeddings": True}
+PADDED_MOE = {"model_type": "deepseek_v3", "n_routed_experts": 4, "moe_intermediate_size": 48}
 CPUS = ClusterSpec()
 GPUS = ClusterSpec(trainer=RoleResources(gpus=1), rollout=RoleResources(gpus=1))
 
@@ -236,7 +237,8 @@ def _never() -> bool:
 
 def test_auto_keeps_the_cpu_choice_and_takes_nccl_only_with_gpus_on_both_sides():
     assert choose_weight_sync(_stage("auto"), CPUS, QWEN, _never) == "object_store"
-    assert choose_weight_sync(_stage("auto"), CPUS, TIED, _never) == "checkpoint"
+    assert choose_weight_sync(_stage("auto"), CPUS, TIED, _never) == "object_store"   # the head is re-tied
+    assert choose_weight_sync(_stage("auto"), CPUS, PADDED_MOE, _never) == "checkpoint"
     assert choose_weight_sync(_stage("auto"), GPUS, QWEN, lambda: True) == "nccl"
     assert choose_weight_sync(_stage("auto"), GPUS, QWEN, lambda: False) == "object_store"
     trainer_only = ClusterSpec(trainer=RoleResources(gpus=1))
@@ -251,6 +253,7 @@ def test_explicit_choices_that_cannot_run_are_errors_naming_the_option():
         choose_weight_sync(_stage("nccl"), CPUS, QWEN, _never)
     with pytest.raises(ValueError, match="weight_sync: nccl needs vLLM's NCCL weight-transfer engine"):
         choose_weight_sync(_stage("nccl"), GPUS, QWEN, lambda: False)
-    with pytest.raises(ValueError, match="weight_sync: object_store cannot update models with tied embeddings"):
-        choose_weight_sync(_stage("object_store"), CPUS, TIED, _never)
+    with pytest.raises(ValueError, match="weight_sync: object_store cannot update this MoE model: "
+                                         "moe_intermediate_size=48"):
+        choose_weight_sync(_stage("object_store"), CPUS, PADDED_MOE, _never)
     assert choose_weight_sync(_stage("nccl"), GPUS, TIED, lambda: True) == "nccl"
