@@ -1,7 +1,8 @@
 """Weight sync (trainer → running vLLM engine) against a plain in-memory copy of the same weights.
 
 Starts an embedded Ray with one PolicyTrainer and one RolloutWorker serving a DeepSeek-V3 of the given size
-(ours; the tiny pipelines' shape by default), then times, interleaved, per repetition:
+(ours; the tiny pipelines' shape by default) or a Qwen2 (tied embeddings with --tied, the Qwen2.5/Qwen3 layout),
+then times, interleaved, per repetition:
 
   in-memory sync   actors/weight_sync.py: gather on the trainer, ray.put buckets, vLLM layerwise reload
   checkpoint sync  the fallback path: save_hf to disk on the trainer, RolloutWorker.load from it
@@ -9,6 +10,7 @@ Starts an embedded Ray with one PolicyTrainer and one RolloutWorker serving a De
 
     python benchmarks/weight_sync.py                         # tiny_sft_rl's V3, 5 repetitions
     python benchmarks/weight_sync.py --hidden 512 --layers 8 # ~10x the parameters
+    python benchmarks/weight_sync.py --arch qwen2 --layers 2 --tied   # a tiny Qwen2 with tied embeddings
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ def model_config(hidden: int, layers: int) -> dict:
                                 "mscale_all_dim": 1.0}}
 
 
+def qwen2_config(hidden: int, layers: int, tied: bool) -> dict:
+    heads = max(4, hidden // 32)
+    return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": heads // 2, "tie_word_embeddings": tied}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--bucket-mb", type=float, default=64.0)
+    p.add_argument("--arch", choices=["deepseek_v3", "qwen2"], default="deepseek_v3")
+    p.add_argument("--tied", action="store_true", help="qwen2 only: tie the input and output embeddings")
     args = p.parse_args()
 
     import ray
@@ -56,7 +66,9 @@ def main() -> None:
     from orchestrator.fresh_model import materialize
 
     rows = make_split("sft", 300, digits=2)
-    init = InitSpec.model_validate({"arch": "deepseek_v3", "config": model_config(args.hidden, args.layers),
+    config = (model_config(args.hidden, args.layers) if args.arch == "deepseek_v3"
+              else qwen2_config(args.hidden, args.layers, args.tied))
+    init = InitSpec.model_validate({"arch": args.arch, "config": config,
                                     "tokenizer": {"vocab_size": 512, "train_on": ["sft"]}})
     work = Path(tempfile.mkdtemp(prefix="weight-sync-"))
     path = materialize("bench", init, (r["prompt"] + "\n" + r["response"] for r in rows), work / "model")
@@ -96,7 +108,8 @@ def main() -> None:
 
     floor = statistics.median(times["plain copy"])
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} CPUs; "
-          f"DeepSeek-V3 hidden {args.hidden}, {args.layers} layers: {n_params / 1e6:.2f}M parameters, "
+          f"{args.arch}{' (tied)' if args.tied else ''} hidden {args.hidden}, {args.layers} layers: "
+          f"{n_params / 1e6:.2f}M parameters, "
           f"{megabytes:.1f} MB fp32; buckets of {args.bucket_mb:g} MB; {args.repeat} repetitions\n")
     print("| path | median s | min s | x plain copy |")
     print("|---|---:|---:|---:|")
