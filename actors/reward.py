@@ -8,7 +8,8 @@ A plain class; the orchestrator wraps it where it spawns it:
 It hosts the rewards of `specs` in a pool of processes (rewards/isolation/pool.py), routes each sample by its
 `domain` to the rewards that apply, weights and sums them, and enforces a hard wall-clock deadline per sample from
 this process (no signal.alarm). Rewards that score whole batches (`http`, `reward_model`) run in this process
-instead, once per batch; a reward model uses the GPU this actor reserved. A process that overruns or dies is
+instead, once per batch, in a thread beside the pool and under the same deadline; a reward model uses the GPU this
+actor reserved. A process that overruns or dies is
 killed with everything it started and replaced; the sample scores 0 with the reason in its details. Give the
 actor as many CPUs as `num_procs`: the pool processes (and the sandboxes they start) do the work.
 """

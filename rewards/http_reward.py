@@ -4,7 +4,9 @@ Protocol: POST `{"completions": [str, …], "samples": [object, …]}` as JSON t
 200 with `{"scores": [float, …]}` (same length, same order) and optionally `"details": [object, …]`.
 Connection errors, timeouts, 429 and 5xx are retried `retries` times with exponential back-off; other
 statuses are not. When the service cannot answer, every sample of the batch scores 0 with
-`details["error"] = "http_error"` and a sentence naming the URL and what went wrong.
+`details["error"] = "http_error"` and a sentence naming the URL and what went wrong. Given a deadline (the reward
+pool passes its own), no request waits past it and no retry starts after it: a service too slow for it ends as
+`timeout` by then, whatever `timeout_s` and `retries` would allow.
 """
 
 from __future__ import annotations
@@ -35,25 +37,33 @@ class HttpReward:
     def __call__(self, completion: str, sample: Mapping[str, Any]) -> RewardResult:
         return self.batch([completion], [sample])[0]
 
-    def batch(self, completions: list[Any], samples: list[Mapping[str, Any]]) -> list[RewardResult]:
+    def batch(self, completions: list[Any], samples: list[Mapping[str, Any]],
+              deadline: float | None = None) -> list[RewardResult]:
+        """One result per sample, in order; `deadline` is a time.monotonic() instant that bounds every request."""
         results: list[RewardResult] = []
         for start in range(0, len(completions), self.batch_size):
             chunk_c = [as_text(c) for c in completions[start : start + self.batch_size]]
             chunk_s = [dict(s) for s in samples[start : start + self.batch_size]]
-            results.extend(self._post(chunk_c, chunk_s))
+            results.extend(self._post(chunk_c, chunk_s, deadline))
         return results
 
-    def _post(self, completions: list[str], samples: list[dict[str, Any]]) -> list[RewardResult]:
+    def _post(self, completions: list[str], samples: list[dict[str, Any]],
+              deadline: float | None) -> list[RewardResult]:
         body = json.dumps({"completions": completions, "samples": samples}, default=str)
         headers = {"Content-Type": "application/json", **self.headers}
-        problem = ""
+        problem, attempts, out_of_time = "", 0, False
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(_BACKOFF_S * 2 ** (attempt - 1))
+                time.sleep(max(0.0, min(_BACKOFF_S * 2 ** (attempt - 1), _left(deadline))))
+            timeout = min(self.timeout_s, _left(deadline))
+            if timeout <= 0:
+                out_of_time = True
+                break
+            attempts += 1
             try:
-                response = self._session.post(self.url, data=body, headers=headers, timeout=self.timeout_s)
+                response = self._session.post(self.url, data=body, headers=headers, timeout=timeout)
             except requests.Timeout:
-                problem = f"no answer within {self.timeout_s:g} s"
+                problem, out_of_time = f"no answer within {timeout:.3g} s", timeout < self.timeout_s
                 continue
             except requests.RequestException as exc:
                 problem = f"the connection failed ({type(exc).__name__})"
@@ -65,7 +75,11 @@ class HttpReward:
                 problem = f"it answered HTTP {response.status_code}: {response.text[:200]!r}"
                 break  # a client error will not fix itself
             return self._parse(response, len(completions))
-        message = f"The scoring service at {self.url} failed after {attempt + 1} attempt(s): {problem}."
+        if out_of_time:
+            message = (f"The scoring service at {self.url} did not answer before the reward's deadline "
+                       f"({attempts} attempt(s){'; last: ' + problem if problem else ''}).")
+            return [failure("timeout", message) for _ in completions]
+        message = f"The scoring service at {self.url} failed after {attempts} attempt(s): {problem}."
         return [failure("http_error", message) for _ in completions]
 
     def _parse(self, response: requests.Response, n: int) -> list[RewardResult]:
@@ -82,6 +96,10 @@ class HttpReward:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _left(deadline: float | None) -> float:
+    return math.inf if deadline is None else deadline - time.monotonic()
 
 
 def _result(score: Any, detail: Any) -> RewardResult:

@@ -65,18 +65,29 @@ class SafeReward:
     def supports_batch(self) -> bool:
         return callable(getattr(self.fn, "batch", None))
 
-    def batch(self, completions: list[Any], samples: list[Mapping[str, Any]]) -> list[RewardResult]:
+    def batch(self, completions: list[Any], samples: list[Mapping[str, Any]],
+              deadline: float | None = None) -> list[RewardResult]:
+        """One result per sample. `deadline` (a time.monotonic() instant) is passed on to a batch reward whose `batch`
+        takes one, which then ends its work by that time."""
         if not self.supports_batch:
             return [self(c, s) for c, s in zip(completions, samples)]
+        options = {"deadline": deadline} if deadline is not None and self._takes_deadline else {}
         # A batch reward reports its own per-sample failures; this only guards against it raising.
         try:
-            results = list(self.fn.batch(completions, samples))
+            results = list(self.fn.batch(completions, samples, **options))
             if len(results) == len(completions):
                 return [call_reward(_returning(r), "", {}) for r in results]
             message = f"The batch reward returned {len(results)} results for {len(completions)} samples."
         except Exception as exc:  # noqa: BLE001
             message = f"The batch reward raised {type(exc).__name__}: {exc}"[:300]
         return [RewardResult(0.0, {"error": "reward_error", "message": message}) for _ in completions]
+
+    @functools.cached_property
+    def _takes_deadline(self) -> bool:
+        try:
+            return "deadline" in inspect.signature(self.fn.batch).parameters
+        except (TypeError, ValueError):  # no signature to read
+            return False
 
     def warm_up(self) -> None:
         """Start helper processes ahead of the first sample, when the reward has any."""

@@ -11,8 +11,10 @@ This class sets `in_host = True`, so the pool builds it once in the RewardWorker
 holding whatever `cluster.reward` reserved: with `gpus: 1` Ray gives it the GPU, and `device: auto` uses
 it) and hands it every applicable sample of a batch through `batch()`, as it does for `http` rewards. Pool
 processes never import it. No extra Ray actor is needed: the RewardWorker already is one, and a reward
-built inside a pool process could not create actors (it is not a Ray worker). The pool's per-sample
-deadline does not cover host rewards; a forward pass has no hostile input to hang on (lengths are capped).
+built inside a pool process could not create actors (it is not a Ray worker). The pool's deadline covers it: it
+runs in a thread beside the pool's processes, a batch not scored by the deadline times out, and `batch` starts no
+chunk after the deadline the pool passes it (a forward pass itself has no hostile input to hang on: lengths are
+capped), so a late call ends within one chunk.
 
 Input. By default (`judge: answer`) the model sees only the answer, what `math` reads as the answer region
 (the text after `</think>`, narrowed to the last `<answer>` block), as R1 judged helpfulness on the final
@@ -42,6 +44,7 @@ tokens: one 40-80 GB GPU per RewardWorker. On CPU (`device: cpu`) only tiny mode
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -96,7 +99,10 @@ class RewardModelReward:
     def __call__(self, completion: str, sample: Mapping[str, Any]) -> RewardResult:
         return self.batch([completion], [sample])[0]
 
-    def batch(self, completions: list[Any], samples: list[Mapping[str, Any]]) -> list[RewardResult]:
+    def batch(self, completions: list[Any], samples: list[Mapping[str, Any]],
+              deadline: float | None = None) -> list[RewardResult]:
+        """One result per sample; no chunk starts after `deadline` (a time.monotonic() instant): its samples
+        time out."""
         results: list[RewardResult | None] = [None] * len(completions)
         encoded: list[tuple[int, list[int], int]] = []  # (index, token ids, tokens cut)
         for i, (completion, sample) in enumerate(zip(completions, samples)):
@@ -108,6 +114,10 @@ class RewardModelReward:
         encoded.sort(key=lambda item: len(item[1]))  # similar lengths share a batch: less padding
         for start in range(0, len(encoded), self.batch_size):
             chunk = encoded[start:start + self.batch_size]
+            if deadline is not None and time.monotonic() >= deadline:
+                for i, _, _ in chunk:
+                    results[i] = failure("timeout", "The reward model reached its deadline before this sample's chunk.")
+                continue
             for (i, ids, cut), scored in zip(chunk, self._forward([ids for _, ids, _ in chunk])):
                 results[i] = scored if isinstance(scored, RewardResult) else self._result(scored, len(ids), cut)
         return results  # type: ignore[return-value]
