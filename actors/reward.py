@@ -37,7 +37,8 @@ class RewardScores:
     details: list[dict[str, Any]] = field(default_factory=list)
     """[B] each component's details by component name; `error`/`message` at top level for pool failures."""
     errors: int = 0
-    """Samples with a failed component (or a crashed pool process), timeouts excluded."""
+    """Samples a component could not grade (``Scored.failed``: its code, service or sandbox failed, or the pool
+    process crashed), timeouts excluded; a completion's own zero (no answer, unparsable) is not one."""
     timeouts: int = 0
     """Samples that hit the per-sample deadline or whose component timed out."""
     mean_latency_s: float = 0.0

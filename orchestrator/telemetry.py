@@ -68,7 +68,7 @@ METRICS = (
     MetricDef("r1ray_phase_seconds_spent", "counter", "seconds all steps so far spent in a phase", ("phase",)),
     MetricDef("r1ray_weight_sync_seconds", "histogram", "seconds of one weight sync, trainer to every engine"),
     MetricDef("r1ray_weight_sync_bytes", "gauge", "bytes of weights the last sync moved (one copy)"),
-    MetricDef("r1ray_reward_errors", "counter", "samples with a reward component that reported an error"),
+    MetricDef("r1ray_reward_errors", "counter", "samples a reward component could not grade (its code, service or sandbox failed)"),
     MetricDef("r1ray_reward_timeouts", "counter", "samples whose reward hit its deadline"),
     MetricDef("r1ray_actor_restarts", "counter", "actors lost and replaced (role: the lost actor's)"),
     MetricDef("r1ray_checkpoint_seconds", "histogram", "seconds to write one resumable checkpoint"),

@@ -17,12 +17,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from rewards.base import RewardResult, failure
+from rewards.base import INFRA_ERRORS, RewardResult, failure
 from rewards.config import RewardSpec, parse_specs
 from rewards.isolation.procs import Child
 from rewards.routing import sample_domain
 from rewards.registry import SafeReward, get_reward
 
+GRADING_FAILURES = INFRA_ERRORS - {"timeout"}
+"""What counts as a reward error (``Scored.failed``); timeouts are counted on their own."""
 _STARTUP_TIMEOUT_S = 300.0  # imports and sandbox probes on a loaded machine
 _HOST_MARGIN_S = 0.2  # a host reward is told to end this long before the deadline, so that it reports its own reason
 
@@ -36,7 +38,9 @@ class Scored:
     timed_out: bool = False
     """The sample hit the pool's deadline (or a component reported a timeout)."""
     failed: bool = False
-    """A component reported an error other than a timeout, or the pool process crashed."""
+    """The reward could not grade: a component reported an error of a ``GRADING_FAILURES`` kind (its code, service
+    or sandbox failed), or the pool process crashed. A completion that earned its zero (``no_answer``,
+    ``parse_error``, a program over its limits) is not a failure: an untrained model produces those by the batch."""
 
 
 class _Slot:
@@ -221,7 +225,7 @@ class RewardPool:
         errors = [d.get("error") for d in details.values() if isinstance(d, dict) and d.get("error")]
         latency = time.monotonic() - slot.task[1]
         results[i] = Scored(total, components, details, latency, "timeout" in errors,
-                            any(e != "timeout" for e in errors))
+                            any(e in GRADING_FAILURES for e in errors))
         slot.task = None
 
     def _fail(self, slot: _Slot, results: list[Scored | None], kind: str) -> None:
@@ -251,7 +255,7 @@ class RewardPool:
         scored.details[spec.component] = result.details
         error = result.details.get("error")
         scored.timed_out |= error == "timeout"
-        scored.failed |= bool(error) and error != "timeout"
+        scored.failed |= error in GRADING_FAILURES
 
     def close(self) -> None:
         for slot in self._slots:
