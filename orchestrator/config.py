@@ -16,6 +16,7 @@ from actors.types import EngineSettings, LossSettings, OptimSettings, TrainerSet
 from orchestrator.algorithms.grpo import GRPOSpec
 from orchestrator.arch_defaults import check_dense_config
 from orchestrator.section import Section
+from orchestrator.trackers import TrackersSpec
 from rewards.config import RewardSpec, parse_specs
 
 
@@ -459,6 +460,7 @@ class PipelineSpec(Section):
     models: dict[str, ModelSpec] = Field(min_length=1)
     datasets: dict[str, DatasetSpec] = {}
     stages: list[StageSpec] = Field(min_length=1)
+    trackers: TrackersSpec = TrackersSpec()
 
     @model_validator(mode="after")
     def _engine_fits_worker(self) -> PipelineSpec:

@@ -14,6 +14,7 @@ from orchestrator.run_dir import RunDir, fingerprint
 from orchestrator.stages import eval as eval_stage
 from orchestrator.stages import rejection, rl, sft
 from orchestrator.stages.context import StageContext
+from orchestrator.trackers import Trackers, open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,23 @@ def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline
     if not pending:
         return run.write_summary(names, "succeeded")
     run.write_summary(names, "running")
+    trackers = open_trackers(spec, run.root)
+    failed = True   # until every pending stage succeeded (a stage's error, Ctrl-C, a lost cluster)
+    try:
+        _run_pending(spec, run, pending, fps, trackers, address, verbose, dashboard)
+        failed = False
+    finally:
+        trackers.finish(failed)
+    return run.write_summary(names, "succeeded")
+
+
+def _run_pending(spec: PipelineSpec, run: RunDir, pending: list, fps: dict[str, str], trackers: Trackers,
+                 address: str | None, verbose: bool, dashboard: bool) -> None:
+    names = [s.name for s in spec.stages]
     with cluster.connect(address, spec.cluster, verbose=verbose, dashboard=dashboard):
         for stage in pending:
             log.info("stage %s (%s): starting", stage.name, stage.kind)
-            ctx = StageContext(spec, run, stage, fps[stage.name], actor_logs=not verbose)
+            ctx = StageContext(spec, run, stage, fps[stage.name], actor_logs=not verbose, trackers=trackers)
             t0 = time.perf_counter()
             try:
                 result = STAGES[stage.kind](stage, ctx)
@@ -96,4 +110,3 @@ def _run_stages(spec: PipelineSpec, run_dir: Path, address: str | None, pipeline
             run.write_summary(names, "running")
             log.info("stage %s: succeeded in %.1f s %s", stage.name, seconds,
                      f"eval {result.eval.get('pass@1')}" if result.eval else "")
-    return run.write_summary(names, "succeeded")

@@ -20,6 +20,7 @@ from orchestrator.faults import RestartBudget
 from orchestrator.fresh_model import materialize
 from orchestrator.run_dir import MetricsLog, RunDir, write_json
 from orchestrator.telemetry import StageTelemetry
+from orchestrator.trackers import Trackers
 from rewards.config import RewardSpec
 
 T = TypeVar("T")
@@ -35,7 +36,7 @@ class StageResult:
 
 class StageContext:
     def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec, fingerprint: str = "",
-                 actor_logs: bool = True):
+                 actor_logs: bool = True, trackers: Trackers | None = None):
         self._spec = spec
         self.run = run
         self.name = stage.name
@@ -66,10 +67,11 @@ class StageContext:
         self.names = ActorNames(run_namespace(spec.name, run.root), f"{spec.name}/{stage.name}",
                                 log_dir=self.dir / "logs" if actor_logs else None)
         # Without a checkpoint the stage starts over and an earlier attempt's records go; with one they are kept
-        # up to its step.
+        # up to its step. The trackers (wandb, MLflow) get the same records, from the step after it.
+        resume_step = self.resume_from.step if self.resume_from else None
+        track = (trackers or Trackers([])).stage(stage.name, resume_step)
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
-                                  resume_step=self.resume_from.step if self.resume_from else None,
-                                  on_log=self.telemetry.step)
+                                  resume_step=resume_step, on_log=lambda r: (self.telemetry.step(r), track(r)))
 
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:
