@@ -95,7 +95,8 @@ def test_prompt_sampler_covers_every_prompt_before_repeating_and_is_seeded():
 def test_in_memory_sync_is_chosen_only_where_it_is_exact():
     stage = RLStage.model_validate({"kind": "rl", "name": "rl", "model": "m", "data": ["d"],
                                     "rewards": [{"name": "math"}], "steps": 1})
-    cases = [({"model_type": "qwen2"}, True), ({"model_type": "qwen2", "tie_word_embeddings": True}, False),
+    # Tied embeddings sync in place too: the receiver re-ties and repacks the head (actors/weight_sync.py).
+    cases = [({"model_type": "qwen2"}, True), ({"model_type": "qwen2", "tie_word_embeddings": True}, True),
              ({"model_type": "deepseek_v3", "n_routed_experts": 8, "moe_intermediate_size": 64}, True),
              ({"model_type": "deepseek_v3", "n_routed_experts": 8, "moe_intermediate_size": 48}, False)]
     for config, expected in cases:
