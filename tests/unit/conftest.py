@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import pytest
 import torch
+
+from tests.scoring_service import Service
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -13,3 +17,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    """A scriptable scoring service on 127.0.0.1 (tests/scoring_service.py)."""
+    s = Service()
+    yield s
+    s.close()

@@ -3,17 +3,15 @@ processes, time out like pooled samples, and their failures are counted, never r
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 
 from actors.reward import RewardWorker
 from rewards.http_reward import HttpReward
 from rewards.isolation.pool import RewardPool
+from tests.scoring_service import Service
 
 HERE = __name__
 
@@ -75,40 +73,6 @@ def slow_length(completion: str, sample: dict) -> float:
     """A pooled reward that takes 2 s per sample."""
     time.sleep(2.0)
     return float(len(completion))
-
-
-class Service:
-    """A scoring service on the loopback interface that answers after `delay` s (or HTTP `status`)."""
-
-    def __init__(self) -> None:
-        self.delay, self.status, self.release = 0.0, 200, threading.Event()
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                service.release.wait(service.delay)
-                data = json.dumps({"scores": [float(len(c)) for c in body["completions"]]}).encode()
-                self.send_response(service.status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/score"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def service() -> Iterator[Service]:
-    s = Service()
-    yield s
-    s.release.set()
-    s.server.shutdown()
-    s.server.server_close()
 
 
 def timed(pool: RewardPool, completions: list[str]) -> tuple[list, float]:
