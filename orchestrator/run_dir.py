@@ -66,6 +66,12 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def scalars(record: dict) -> dict[str, float]:
+    """The numbers of a metrics record that get plotted against its step: TensorBoard's, and the trackers'."""
+    return {k: v for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "time")}
+
+
 class MetricsLog:
     """Appends one JSON line per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
@@ -112,9 +118,8 @@ class MetricsLog:
         if self.on_log is not None:
             self.on_log(record)
         if self.tb is not None and step is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                    self.tb.add_scalar(key, value, step)
+            for key, value in scalars(record).items():
+                self.tb.add_scalar(key, value, step)
 
     def close(self) -> None:
         self.file.close()

@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal, Protocol
 
 from pydantic import model_validator
 
+from orchestrator.run_dir import scalars
 from orchestrator.section import Section
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,6 @@ class Tracker(Protocol):
         """Log ``scalars`` (keys without the stage) of ``stage`` at ``step``."""
 
     def finish(self, failed: bool) -> None: ...
-
-
-def scalars(record: dict) -> dict[str, float]:
-    """The numbers of a metrics.jsonl record that a tracker plots (what TensorBoard gets too)."""
-    return {k: v for k, v in record.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "time")}
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:

@@ -70,8 +70,13 @@ class StageContext:
         # up to its step. The trackers (wandb, MLflow) get the same records, from the step after it.
         resume_step = self.resume_from.step if self.resume_from else None
         track = (trackers or Trackers([])).stage(stage.name, resume_step)
+
+        def on_log(record: dict) -> None:
+            self.telemetry.step(record)
+            track(record)
+
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", run.root / "events" / stage.name,
-                                  resume_step=resume_step, on_log=lambda r: (self.telemetry.step(r), track(r)))
+                                  resume_step=resume_step, on_log=on_log)
 
     # ------------------------------------------------------------------ actors
     def spawn_trainers(self) -> ActorGroup:
