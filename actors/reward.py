@@ -44,6 +44,17 @@ class RewardScores:
     mean_latency_s: float = 0.0
     """Mean wall-clock seconds per sample from dispatch to result."""
 
+    def extend(self, other: RewardScores) -> None:
+        """Append ``other``'s samples (the next ones of the same batch) to these."""
+        n, m = len(self.scores), len(other.scores)
+        if n + m:
+            self.mean_latency_s = (self.mean_latency_s * n + other.mean_latency_s * m) / (n + m)
+        self.scores += other.scores
+        self.components += other.components
+        self.details += other.details
+        self.errors += other.errors
+        self.timeouts += other.timeouts
+
 
 class RewardWorker(RunDirProbe):
     def __init__(self, specs: list[RewardSpec], num_procs: int = 2, deadline_s: float = 60.0):

@@ -165,13 +165,27 @@ class ActorGroup:
             try:
                 ray.get(done[0])
             except ray.exceptions.RayActorError as e:   # died or unreachable; a method's own error is raised below
-                if getattr(e, "actor_init_failed", False):
-                    raise   # its constructor failed: a replacement would fail the same way
-                rank = ranks[refs.index(done[0])]
-                raise ActorLost(self.role, rank, self.node(rank), e) from e
+                self._raise_lost(e, ranks[refs.index(done[0])])
             except Exception:  # noqa: BLE001 -- the method raised: ray.get below re-raises it, in call order
                 break
         return ray.get(refs)
+
+    def as_completed(self, refs: list, ranks: list[int]):
+        """(index into ``refs``, result) of each call as it finishes, first finished first; ``ranks[i]`` is the
+        actor ``refs[i]`` was made on. A lost actor raises ``ActorLost``, a method's error is raised as it comes."""
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            i = refs.index(done[0])
+            try:
+                yield i, ray.get(done[0])
+            except ray.exceptions.RayActorError as e:
+                self._raise_lost(e, ranks[i])
+
+    def _raise_lost(self, error: Exception, rank: int):
+        if getattr(error, "actor_init_failed", False):
+            raise error   # its constructor failed: a replacement would fail the same way
+        raise ActorLost(self.role, rank, self.node(rank), error) from error
 
     def node(self, rank: int) -> str:
         """The IP of the node that holds bundle ``rank`` (what a user needs to find the machine)."""

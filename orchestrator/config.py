@@ -315,6 +315,17 @@ class PeriodicEval(Section):
     limit: int | None = Field(200, ge=1)
 
 
+class AsyncRL(Section):
+    """Rollouts generated while the trainer trains (orchestrator/stages/rl.py, "Asynchronous steps"): the batch of
+    step t + 1 is generated and scored while step t trains, by the engines serving weights up to
+    ``max_staleness`` versions behind the trainer's. Every sample keeps the version that generated it; the loss
+    reweights it by truncated importance sampling against the engine's logprobs (``grpo.logprobs_source:
+    rollout``, implied)."""
+
+    max_staleness: int = Field(1, ge=1, le=8, description="how many policy versions a trained sample may lag the "
+                                                          "trainer (1: one step off, as in verl)")
+
+
 class RLStage(Resumable):
     """GRPO on a prompt set: every step samples ``grpo.n`` completions for each of ``prompts_per_step`` prompts,
     scores them with ``rewards``, trains on group-relative advantages and syncs the new weights to the rollout
@@ -342,6 +353,9 @@ class RLStage(Resumable):
                             "checkpoint (see actors/weight_sync.py, actors/weight_sync_nccl.py)")
     dev_eval: PeriodicEval | None = None
     eval: EvalSpec | None = None
+    async_: AsyncRL | None = Field(
+        None, alias="async", description="overlap generation with training: {max_staleness: k}; off (null) keeps "
+                                         "every step on-policy")
 
     roles: ClassVar[tuple[Role, ...]] = ("rollout", "trainer", "reward")
 
@@ -355,6 +369,14 @@ class RLStage(Resumable):
         if self.grpo.mini_batches > self.prompts_per_step:
             raise ValueError(f"grpo.mini_batches ({self.grpo.mini_batches}) cannot exceed prompts_per_step "
                              f"({self.prompts_per_step}): mini-batches hold whole prompt groups")
+        if self.async_ is not None:
+            if self.sync_every != 1:
+                raise ValueError(f"async bounds staleness itself (max_staleness); sync_every must stay 1, not "
+                                 f"{self.sync_every}")
+            if self.grpo.logprobs_source == "trainer" and "logprobs_source" in self.grpo.model_fields_set:
+                raise ValueError("async trains on samples of older policy versions, which the loss corrects with the "
+                                 "engine's logprobs: grpo.logprobs_source must be rollout (or left out)")
+            self.grpo = self.grpo.model_copy(update={"logprobs_source": "rollout"})
         return self
 
     @property

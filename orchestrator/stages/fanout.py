@@ -4,7 +4,9 @@ one check gathered from every trainer rank: that data-parallel ranks (on any nod
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from actors.reward import RewardScores
 from actors.types import Rollout, SamplingParams
@@ -42,6 +44,40 @@ def generate_sharded(rollout: ActorGroup, prompts: list[list[int]], sampling: Sa
     return out
 
 
+def generate_and_score(rollout: ActorGroup, rewards: ActorGroup, prompts: list[list[int]], sampling: SamplingParams,
+                       to_score: Callable[[list[Rollout]], tuple[list[str], list[dict]]],
+                       seconds: dict[str, float]) -> tuple[list[Rollout], RewardScores]:
+    """``generate_sharded`` then ``score_sharded``, streamed: each rollout worker's part goes to the reward workers
+    as soon as it is back, so scoring overlaps the parts still generating. ``to_score(part)`` gives the part's
+    completions and sample rows (in the part's order). Rollouts and scores come back in prompt order.
+
+    ``seconds`` gains "generate" (until the last part is back) and "reward" (the scoring still left after it)."""
+    t0 = time.perf_counter()
+    k = len(rollout.actors)
+    bounds = even_bounds(len(prompts), k)
+    refs = [a.generate.remote(prompts[bounds[i]:bounds[i + 1]], sampling) for i, a in enumerate(rollout.actors)]
+    parts: list[list[Rollout]] = [[] for _ in range(k)]
+    scoring: list[tuple[list, list[int]]] = [([], []) for _ in range(k)]   # per part: its calls and their workers
+    for i, part in rollout.as_completed(refs, list(range(k))):
+        for r in part:
+            r.prompt_index += bounds[i]
+        parts[i] = part
+        completions, samples = to_score(part)
+        cuts = even_bounds(len(samples), len(rewards.actors))
+        for w, actor in enumerate(rewards.actors):
+            if cuts[w] < cuts[w + 1]:
+                scoring[i][0].append(actor.score.remote(completions[cuts[w]:cuts[w + 1]], samples[cuts[w]:cuts[w + 1]]))
+                scoring[i][1].append(w)
+    t1 = time.perf_counter()
+    seconds["generate"] += t1 - t0
+    merged = RewardScores()
+    for calls, workers in scoring:
+        for p in rewards.gather(calls, workers):
+            merged.extend(p)
+    seconds["reward"] += time.perf_counter() - t1
+    return [r for part in parts for r in part], merged
+
+
 def by_prompt(rollouts: list[Rollout]) -> dict[int, list[Rollout]]:
     """Rollouts grouped by the index of the prompt that produced them."""
     groups: dict[int, list[Rollout]] = defaultdict(list)
@@ -58,9 +94,5 @@ def score_sharded(rewards: ActorGroup, completions: list[str], samples: list[dic
                                         for i in range(workers)])
     merged = RewardScores()
     for p in parts:
-        merged.scores += p.scores
-        merged.components += p.components
-        merged.details += p.details
-        merged.errors += p.errors
-        merged.timeouts += p.timeouts
+        merged.extend(p)
     return merged

@@ -10,9 +10,13 @@ transfer):
             ──► PolicyTrainer.rl_step       clipped surrogate (+ KL, entropy), once per mini-batch
             ──► weight_sync                 trainer → every rollout worker, version v + 1
 
-The loop is synchronous (generation waits for the last update), so every rollout is on-policy up to
-``sync_every - 1`` versions; the lag is logged. Every phase is timed; what no phase covers (batch building,
-Ray round trips, metrics) is reported as ``overhead_s``.
+By default the loop is synchronous (generation waits for the last update), so every rollout is on-policy up to
+``sync_every - 1`` versions. With ``async: {max_staleness: k}`` the trainer trains step t in a thread while the
+driver generates and scores the batches of the next steps with the weights it last synced; a sample trained j steps
+after it was generated is j versions old (j <= k), and the loss reweights it by truncated importance sampling
+against the engine's logprobs. Rollout workers' parts are scored as each comes back, while the others still
+generate. The lag is logged per step. Every phase is timed; what no phase covers (batch building, Ray round trips,
+metrics) is reported as ``overhead_s``, and with async the seconds training hid of generation as ``overlap_s``.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from actors.types import SamplingParams, TrainerSettings
+from actors.types import Rollout, SamplingParams, TrainerSettings
 from actors.weight_sync import in_memory_sync_problem, sync_weights
 from actors.weight_sync_nccl import WeightPlan, init_nccl_sync, nccl_available, sync_weights_nccl
 from orchestrator.algorithms.grpo import compute_advantages
@@ -38,8 +43,8 @@ from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.eval import evaluate
-from orchestrator.stages.fanout import by_prompt, generate_sharded, ranks_agree, score_sharded
-from orchestrator.stages.rl_step import Group, PromptSampler, StepBatch, step_record, summarise, timed
+from orchestrator.stages.fanout import generate_and_score, ranks_agree
+from orchestrator.stages.rl_step import Group, PromptSampler, StepBatch, StepTiming, step_record, summarise, timed
 from rewards.base import infra_error
 
 log = logging.getLogger(__name__)
@@ -158,6 +163,9 @@ class GRPOLoop:
         if stage.dev_eval is not None:
             self.dev_rows = ctx.rows(stage.dev_eval.data)[: stage.dev_eval.limit]
         self.step = 0             # the last step finished
+        self.max_staleness = stage.async_.max_staleness if stage.async_ else 0
+        self.pending: list[StepBatch] = []   # asynchronous: batches collected for the next steps, oldest first
+        self._training = None                # asynchronous: the step training now (a Future)
         self.history: list[dict] = []
         self.dev_curve: list[dict] = []
         self.elapsed_before = 0.0  # seconds an earlier attempt spent on the steps a resume keeps
@@ -183,21 +191,20 @@ class GRPOLoop:
 
     def _step(self, step: int, bar, t_start: float) -> None:
         """One step. Generation and scoring are redone from the same prompts when a rollout or reward worker is lost;
-        from training on, the step is never redone: a later loss replaces the actor and finishes what is left."""
+        from training on, the step is never redone: a later loss replaces the actor and finishes what is left.
+        Asynchronous: the step trains on a batch collected during an earlier step, and collects the next ones."""
         stage, t0 = self.stage, time.perf_counter()
-        before = self.sampler.state()
-
-        def collect() -> StepBatch:
-            self.sampler.restore(before)
-            return self._collect(step)
-
-        batch = self.ctx.retrying(collect, self.load_replacement, step)
-        train_metrics = self._train(batch, step)
+        fresh = not self.pending
+        batch = self._collect_retrying(step) if fresh else self.pending.pop(0)
+        if self.max_staleness:
+            train_metrics, ahead = self._train_while_collecting(batch, step)
+        else:
+            train_metrics, ahead = self._train(batch, step), []
         if step % stage.sync_every == 0 or step == stage.steps:
             with timed(batch.seconds, "sync"):
                 self.ctx.retrying(self._sync, self.load_replacement, step)
-        record = step_record(stage, step, batch, train_metrics, self.version, self.trained_tokens,
-                             time.perf_counter() - t0, t_start)
+        timing = StepTiming.of(batch, fresh, ahead, time.perf_counter() - t0)
+        record = step_record(stage, step, batch, train_metrics, self.version, self.trained_tokens, timing, t_start)
         if self.dev_rows and (step % stage.dev_eval.every_steps == 0 or step == stage.steps):
             t_dev = time.perf_counter()
             if self.served_version != self.version:
@@ -217,15 +224,47 @@ class GRPOLoop:
         if step < stage.steps and self.served_version == self.version and self.ctx.checkpoints.due(step):
             self.ctx.retrying(lambda: self._checkpoint(record["elapsed_s"]), self.load_replacement, step)
 
+    def _collect_retrying(self, step: int) -> StepBatch:
+        """The scored batch of ``step``, drawn again from the same prompts if a worker is lost on the way."""
+        before = self.sampler.state()
+
+        def collect() -> StepBatch:
+            self.sampler.restore(before)
+            return self._collect(step)
+
+        return self.ctx.retrying(collect, self.load_replacement, step)
+
+    # ------------------------------------------------------------------ asynchronous steps
+    # With `async: {max_staleness: k}` step t trains in a thread while this one collects the batches of steps t + 1
+    # .. t + k (as many as are missing) from engines that serve version t - 1; the new weights reach the engines
+    # only once both are done. So a batch trained at step t + j is j versions old, never more than k, and which
+    # weights generated what is fixed by the schedule, not by timing: runs (and resumes) repeat exactly, as
+    # synchronous ones do. A collected batch not yet trained is part of a checkpoint.
+    def _train_while_collecting(self, batch: StepBatch, step: int) -> tuple[list, list[StepBatch]]:
+        ahead: list[StepBatch] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="train") as pool:
+            self._training = pool.submit(self._train, batch, step)
+            try:
+                while len(self.pending) < self.max_staleness and step + len(self.pending) < self.stage.steps:
+                    ahead.append(self._collect_retrying(step + len(self.pending) + 1))
+                    self.pending.append(ahead[-1])
+            finally:
+                wait([self._training])   # a failed collection never leaves a trainer call running behind it
+                training, self._training = self._training, None
+        return training.result(), ahead
+
     # ------------------------------------------------------------------ faults
     def load_replacement(self, rank: int) -> None:
         """Bring a new rollout engine up: the stage's model, then every engine gets the trainer's current weights
-        (they served them already, unless sync_every > 1 left them a version or more behind)."""
+        (they served them already, unless sync_every > 1 left them a version or more behind). While a step trains
+        asynchronously, after that step: the retried batch is then generated by the newest weights."""
         if self.sync_mode == "nccl":
             raise RuntimeError(f"Stage {self.stage.name!r}: a rollout engine was lost, and a new one cannot join the "
                                "stage's NCCL weight-sync group yet. Re-run the same command to resume from the last "
                                "checkpoint, or use weight_sync: object_store.")
         self.rollout.call_one(rank, "load", self.settings.model_path, 0)
+        if self._training is not None:
+            wait([self._training])   # its error, if any, is the step's to raise
         self._sync()
 
     def _rebuild_trainers(self, bar) -> None:
@@ -250,6 +289,7 @@ class GRPOLoop:
 
     def _start_over(self) -> None:
         self.step = self.version = 0
+        self.pending = []
         self.sampler.restore({"epoch": 0, "pos": 0})
         # The step-0 dev score is the starting model's, which has not changed.
         self.history, self.elapsed_before = [], 0.0
@@ -265,7 +305,7 @@ class GRPOLoop:
         batch = StepBatch(groups=[])
         draw = target
         while True:
-            batch.groups += self._generate_and_score(self.sampler.take(draw), batch)
+            batch.groups += self._generate_and_score(self.sampler.take(draw), batch, step)
             batch.drawn += draw
             if not spec.dynamic_sampling:
                 return batch
@@ -283,36 +323,32 @@ class GRPOLoop:
             batch.rounds += 1
             draw = nxt.draw
 
-    def _generate_and_score(self, rows: list[dict], batch: StepBatch) -> list[Group]:
+    def _generate_and_score(self, rows: list[dict], batch: StepBatch, step: int) -> list[Group]:
         prompts = [row["_prompt_ids"] for row in rows]
-        with timed(batch.seconds, "generate"):
-            rollouts = generate_sharded(self.rollout, prompts, self.sampling)
-        grouped = by_prompt(rollouts)
-        samples, completions = [], []
-        for i, row in enumerate(rows):
-            for r in grouped[i]:
-                completions.append(r.text)
-                samples.append({k: v for k, v in row.items() if k != "_prompt_ids"}
-                               | {"response_length": len(r.response_ids), "finish_reason": r.finish_reason})
+
+        def to_score(part: list[Rollout]) -> tuple[list[str], list[dict]]:
+            samples = [{k: v for k, v in rows[r.prompt_index].items() if k != "_prompt_ids"}
+                       | {"response_length": len(r.response_ids), "finish_reason": r.finish_reason} for r in part]
+            return [r.text for r in part], samples
+
+        rollouts, scores = generate_and_score(self.rollout, self.rewards, prompts, self.sampling, to_score,
+                                              batch.seconds)
         batch.generated_tokens += sum(len(r.response_ids) for r in rollouts)
-        with timed(batch.seconds, "reward"):
-            scores = score_sharded(self.rewards, completions, samples)
         unscored = [found for found in map(infra_error, scores.details) if found]
-        if samples and len(unscored) == len(samples):
+        if rollouts and len(unscored) == len(rollouts):
             kinds = Counter(kind for kind, _ in unscored)
             raise RuntimeError(
-                f"Stage {self.stage.name!r}: the rewards could not grade any of the {len(samples)} samples of step "
-                f"{self.step + 1} ({', '.join(f'{k} {v}' for k, v in kinds.items())}); first: {unscored[0][1]!r}. "
+                f"Stage {self.stage.name!r}: the rewards could not grade any of the {len(rollouts)} samples of step "
+                f"{step} ({', '.join(f'{k} {v}' for k, v in kinds.items())}); first: {unscored[0][1]!r}. "
                 "A step is never trained on rewards that all failed: fix the reward (or its data) and re-run.")
         batch.reward_errors += scores.errors
         batch.reward_timeouts += scores.timeouts
         batch.reward_unscored += len(unscored)
-        groups, k = [], 0
-        for i, row in enumerate(rows):
-            n = len(grouped[i])
-            groups.append(Group(row, prompts[i], grouped[i], scores.scores[k:k + n], scores.components[k:k + n]))
-            k += n
-        return groups
+        of_prompt = defaultdict(list)   # prompt index -> positions in rollouts (and scores)
+        for j, r in enumerate(rollouts):
+            of_prompt[r.prompt_index].append(j)
+        return [Group(row, prompts[i], [rollouts[j] for j in of_prompt[i]], [scores.scores[j] for j in of_prompt[i]],
+                      [scores.components[j] for j in of_prompt[i]]) for i, row in enumerate(rows)]
 
     @staticmethod
     def _flat_rewards(groups: list[Group]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,6 +427,8 @@ class GRPOLoop:
         self.trainers.call("save_state", str(tmp / "trainer"))
         for i, state in enumerate(self.rollout.call("rng_state")):
             torch.save(state, tmp / f"rollout-{i}.pt")
+        if self.pending:   # asynchronous: collected, scored, not trained yet (their prompts are drawn already)
+            torch.save(self.pending, tmp / "pending.pt")
         checkpoints.commit(tmp, self.step, {"sampler": self.sampler.state(), "version": self.version,
                                             "dev_curve": self.dev_curve, "elapsed_s": elapsed_s})
 
@@ -415,6 +453,8 @@ class GRPOLoop:
             log.warning("%s: the checkpoint holds %d rollout engines' RNG state, this run has %d engines: sampling "
                         "continues from fresh generators", self.stage.name, len(engines), len(self.rollout.actors))
         self.sampler.restore(state["sampler"])
+        pending = checkpoint.path / "pending.pt"
+        self.pending = torch.load(pending, weights_only=False) if pending.exists() else []
         self.dev_curve = list(state["dev_curve"])
         self.history = [r for r in self.ctx.metrics.kept if "reward_mean" in r]
         self.elapsed_before = state["elapsed_s"]

@@ -78,6 +78,32 @@ class StepBatch:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
+@dataclass
+class StepTiming:
+    """Where one step's wall time went. Synchronous, the step's own batch is collected and trained in turn.
+    Asynchronous, the step trains on a batch collected earlier while it collects the next ones (``ahead``): its
+    generate and reward seconds are theirs, and ``overlap`` is the part of them hidden behind training."""
+
+    seconds: dict[str, float]
+    generated_tokens: int
+    wall: float
+    overlap: float | None = None
+
+    @classmethod
+    def of(cls, batch: StepBatch, fresh: bool, ahead: list[StepBatch], wall: float) -> StepTiming:
+        """``batch`` trained this step, collected in it when ``fresh``; ``ahead``: collected in it for later."""
+        collected = ([batch] if fresh else []) + ahead
+        seconds = {p: batch.seconds[p] for p in ("logprob", "train", "sync")}
+        for phase in ("generate", "reward"):
+            seconds[phase] = sum(b.seconds[phase] for b in collected)
+        overlap = None
+        if ahead or not fresh:
+            # Training ran in a thread while the batches ahead were collected: the shorter of the two was hidden.
+            overlap = min(seconds["logprob"] + seconds["train"],
+                          sum(b.seconds["generate"] + b.seconds["reward"] for b in ahead))
+        return cls(seconds, sum(b.generated_tokens for b in collected), wall, overlap)
+
+
 @contextmanager
 def timed(seconds: dict[str, float], phase: str):
     t0 = time.perf_counter()
@@ -89,21 +115,24 @@ def timed(seconds: dict[str, float], phase: str):
 
 # ---------------------------------------------------------------------------------------------- records
 def step_record(stage: RLStage, step: int, batch: StepBatch, results: list[StepMetrics], version: int,
-                trained_tokens: int, seconds: float, t_start: float) -> dict:
+                trained_tokens: int, timing: StepTiming, t_start: float) -> dict:
     """The metrics.jsonl record of one RL step: rewards and pass rate, lengths, policy version and lag, the
     trainer's loss terms, the time of each phase and throughput. ``version``: the policy version after the step;
-    ``trained_tokens``: prompt + response tokens in its batch; ``seconds``: its wall time."""
+    ``trained_tokens``: prompt + response tokens in its batch."""
     samples = [(r, x, c) for g in batch.groups for r, x, c in zip(g.rollouts, g.rewards, g.components)]
     rewards = [x for _, x, _ in samples]
     lengths = [len(r.response_ids) for r, _, _ in samples]
     passed = [stage.passed(c) for _, _, c in samples]
+    # How many versions behind the trainer (before this step's updates) the engine that sampled each one was.
+    lags = [version - len(results) - r.policy_version for r, _, _ in samples]
     record = {
         "step": step, "policy_version": version,
         "reward_mean": _mean(rewards), "reward_std": statistics.pstdev(rewards) if rewards else 0.0,
         "pass_rate": _mean(passed), "response_length_mean": _mean(lengths),
         "response_length_max": max(lengths, default=0),
         "truncated_fraction": _mean([r.finish_reason == "length" for r, _, _ in samples]),
-        "policy_version_lag": _mean([version - len(results) - r.policy_version for r, _, _ in samples]),
+        "policy_version_lag": _mean(lags),
+        "policy_version_lag_max": max(lags, default=0),
         "groups": len(batch.groups), "prompts_drawn": batch.drawn, "refill_rounds": batch.rounds,
         "refill_exhausted": batch.exhausted, "reward_errors": batch.reward_errors,
         "reward_timeouts": batch.reward_timeouts, "reward_unscored": batch.reward_unscored,
@@ -135,13 +164,16 @@ def step_record(stage: RLStage, step: int, batch: StepBatch, results: list[StepM
             if values:
                 record[key] = _mean(values)
         record.update({k: v for k, v in last.extra.items() if k.startswith("moe/")})
+    seconds = timing.seconds
     for phase in PHASES:
-        record[f"{phase}_s"] = round(batch.seconds[phase], 3)
-    record["step_s"] = round(seconds, 3)
-    record["overhead_s"] = round(seconds - sum(batch.seconds.values()), 3)
-    record["generated_tokens"] = batch.generated_tokens
-    record["generate_tokens_per_s"] = round(batch.generated_tokens / max(batch.seconds["generate"], 1e-9), 1)
-    record["train_tokens_per_s"] = round(trained_tokens / max(batch.seconds["train"], 1e-9), 1)
+        record[f"{phase}_s"] = round(seconds[phase], 3)
+    record["step_s"] = round(timing.wall, 3)
+    record["overhead_s"] = round(timing.wall - sum(seconds.values()) + (timing.overlap or 0.0), 3)
+    if timing.overlap is not None:
+        record["overlap_s"] = round(timing.overlap, 3)
+    record["generated_tokens"] = timing.generated_tokens
+    record["generate_tokens_per_s"] = round(timing.generated_tokens / max(seconds["generate"], 1e-9), 1)
+    record["train_tokens_per_s"] = round(trained_tokens / max(seconds["train"], 1e-9), 1)
     record["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     return record
 
@@ -168,8 +200,9 @@ def summarise(history: list[dict], dev_curve: list[dict]) -> dict:
         "pass_rate_first": round(_mean(r["pass_rate"] for r in first), 4),
         "pass_rate_last": round(_mean(r["pass_rate"] for r in last), 4),
         "response_length_last": round(_mean(r["response_length_mean"] for r in last), 1),
-        "mean_step_s": {k: round(_mean(r[k] for r in history), 3)
-                        for k in [f"{p}_s" for p in PHASES] + ["overhead_s", "step_s"]},
+        "mean_step_s": {k: round(_mean(r.get(k, 0.0) for r in history), 3)
+                        for k in [f"{p}_s" for p in PHASES] + ["overhead_s", "overlap_s", "step_s"]
+                        if k != "overlap_s" or any(k in r for r in history)},
     }
     if dev_curve:
         out["dev_curve"] = dev_curve

@@ -55,6 +55,7 @@ stages:
     sampling: {temperature: 1.0, max_tokens: 48}
     train: {micro_batch_size: 8, max_seq_len: 192, optim: {lr: 1.0e-4, schedule: constant}}
     checkpoint_every: 2
+    async: {max_staleness: 1}   # the batch collected ahead is part of each checkpoint
   - name: rs
     kind: rejection_sampling
     model: {from: rl}

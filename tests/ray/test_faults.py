@@ -15,39 +15,9 @@ import psutil
 import pytest
 
 from orchestrator.driver import StageFailed, run_pipeline
-from orchestrator.yaml_errors import parse_pipeline
+from tests.ray.rl_pipeline import rl_pipeline
 
 pytestmark = pytest.mark.slow
-
-PIPELINE = """\
-name: faults
-cluster: {trainer: {workers: 1, cpus: 1}, rollout: {workers: 1, cpus: 1}, reward: {workers: 1, cpus: 0.5}}
-rollout: {dtype: float32, max_model_len: 256, kv_cache_gib: 1}
-datasets:
-  prompts: {synthetic: {split: rl, size: 48, digits: 1}}
-models:
-  m: {path: MODEL}
-stages:
-  - name: rl
-    kind: rl
-    model: m
-    data: [prompts]
-    rewards: REWARDS
-    steps: STEPS
-    prompts_per_step: 4
-    grpo: {n: 4}
-    sampling: {temperature: 1.0, max_tokens: 32}
-    train: {micro_batch_size: 8, max_seq_len: 192, optim: {lr: 1.0e-4, schedule: constant}}
-    checkpoint_every: 2
-    fault_tolerance: {max_restarts: RESTARTS}
-"""
-MATH = "[{name: math}, {name: format, weight: 0.1}]"
-
-
-def _spec(model: Path, steps: int = 6, restarts: int = 3, rewards: str = MATH):
-    return parse_pipeline(PIPELINE.replace("MODEL", str(model)).replace("STEPS", str(steps))
-                          .replace("RESTARTS", str(restarts)).replace("REWARDS", rewards))
-
 
 class Killer(threading.Thread):
     """Kills one process titled ``ray::<Class>`` (of this test's Ray) when the stage's metrics.jsonl reaches each
@@ -80,7 +50,7 @@ def test_killed_actors_are_replaced_and_every_step_runs_once(ray_local, tiny_che
                     [(2, "RolloutWorker"), (3, "RewardWorker"), (5, "PolicyTrainer")])
     killer.start()
     try:
-        summary = run_pipeline(_spec(tiny_checkpoint), run_dir)
+        summary = run_pipeline(rl_pipeline(tiny_checkpoint), run_dir)
     finally:
         killer.stop.set()
     assert [title for _, title, _ in killer.killed] == ["RolloutWorker", "RewardWorker", "PolicyTrainer"]
@@ -96,13 +66,33 @@ def test_killed_actors_are_replaced_and_every_step_runs_once(ray_local, tiny_che
     assert summary["stages"][0]["metrics"]["checkpoints"]["written"] >= 2
 
 
+def test_killed_actors_are_replaced_in_asynchronous_steps(ray_local, tiny_checkpoint, tmp_path):
+    """A rollout worker lost while the next batch is collected (the step trains meanwhile), then a trainer rank:
+    every step still trains once, on a batch at most one version old."""
+    run_dir = tmp_path / "run"
+    killer = Killer(run_dir / "rl" / "metrics.jsonl", [(2, "RolloutWorker"), (4, "PolicyTrainer")])
+    killer.start()
+    try:
+        summary = run_pipeline(rl_pipeline(tiny_checkpoint, async_rl="{max_staleness: 1}"), run_dir)
+    finally:
+        killer.stop.set()
+    assert [title for _, title, _ in killer.killed] == ["RolloutWorker", "PolicyTrainer"]
+    assert summary["status"] == "succeeded"
+    records = [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["policy_version"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(r["policy_version_lag_max"] <= 1 for r in records)
+    restarts = summary["stages"][0]["metrics"]["restarts"]
+    assert (restarts["total"], restarts["rollout"], restarts["trainer"]) == (2, 1, 1)
+
+
 def test_past_its_restart_budget_the_stage_fails_naming_the_actor(ray_local, tiny_checkpoint, tmp_path):
     run_dir = tmp_path / "run"
     killer = Killer(run_dir / "rl" / "metrics.jsonl", [(1, "RolloutWorker")])
     killer.start()
     try:
         with pytest.raises(StageFailed) as info:
-            run_pipeline(_spec(tiny_checkpoint, steps=4, restarts=0), run_dir)
+            run_pipeline(rl_pipeline(tiny_checkpoint, steps=4, restarts=0), run_dir)
     finally:
         killer.stop.set()
     message = str(info.value)
@@ -114,7 +104,7 @@ def test_past_its_restart_budget_the_stage_fails_naming_the_actor(ray_local, tin
 def test_a_step_whose_rewards_all_failed_fails_the_stage(ray_local, tiny_checkpoint, tmp_path):
     rewards = "[{path: 'tests.ray.test_faults:broken_reward'}]"
     with pytest.raises(StageFailed) as info:
-        run_pipeline(_spec(tiny_checkpoint, steps=1, rewards=rewards), tmp_path / "run")
+        run_pipeline(rl_pipeline(tiny_checkpoint, steps=1, rewards=rewards), tmp_path / "run")
     message = str(info.value)
     assert "could not grade any of the 16 samples of step 1" in message and "reward_error 16" in message
     assert "the grader's database is down" in message

@@ -191,6 +191,20 @@ def test_rl_stage_mistakes_name_their_line():
     assert msg.startswith("p.yaml:28: stages[2].dev_eval.data: unknown dataset 'nope'")
 
 
+def test_async_implies_rollout_logprobs_and_refuses_what_contradicts_it():
+    rl = parse_pipeline(RL.replace("    steps: 5\n", "    steps: 5\n    async: {max_staleness: 2}\n")).stages[2]
+    assert rl.async_.max_staleness == 2 and rl.grpo.logprobs_source == "rollout"
+    assert rl.grpo.loss_settings(temperature=1.0).tis_cap == rl.grpo.tis_cap
+    assert parse_pipeline(RL).stages[2].async_ is None
+    [msg] = problems(RL.replace("    steps: 5\n", "    steps: 5\n    async: {}\n    sync_every: 2\n"))
+    assert msg.startswith("p.yaml:") and "sync_every must stay 1, not 2" in msg
+    [msg] = problems(RL.replace("    steps: 5\n", "    steps: 5\n    async: {}\n")
+                     .replace("kl_coef: 0.05}", "kl_coef: 0.05, logprobs_source: trainer}"))
+    assert "grpo.logprobs_source must be rollout" in msg
+    [msg] = problems(RL.replace("    steps: 5\n", "    steps: 5\n    async: {max_staleness: 0}\n"))
+    assert msg.startswith("p.yaml:") and "async.max_staleness" in msg
+
+
 def test_nccl_weight_sync_needs_gpus_on_both_sides():
     nccl = RL.replace("    steps: 5\n", "    steps: 5\n    weight_sync: nccl\n")
     [msg] = problems(nccl)

@@ -11,7 +11,7 @@ import pytest
 
 from actors.types import Rollout
 from orchestrator.config import RLStage
-from orchestrator.stages.rl_step import Group, StepBatch, step_record
+from orchestrator.stages.rl_step import Group, StepBatch, StepTiming, step_record
 from rewards.language import LanguageReward, detect_language, words
 from rewards.registry import get_reward, reward_problem
 
@@ -163,9 +163,10 @@ def test_the_rl_step_record_names_the_share() -> None:
     components = [{"math": 1.0, "language": 1.0, "lang_strict": 0.5}, {"math": 0.0, "language": 0.5,
                                                                         "lang_strict": 0.0}]
     batch = StepBatch(groups=[Group({"prompt": "p"}, [1], rollouts, [1.0, 0.0], components)])
-    record = step_record(stage, 1, batch, [], version=1, trained_tokens=6, seconds=1.0, t_start=0.0)
+    timing = StepTiming.of(batch, True, [], 1.0)
+    record = step_record(stage, 1, batch, [], version=1, trained_tokens=6, timing=timing, t_start=0.0)
     assert record["language/target_share"] == record["reward/language_mean"] == 0.75
     assert record["language/lang_strict/target_share"] == 0.25
     assert not any(k.startswith("language/") for k in step_record(
         RLStage.model_validate({**stage.model_dump(), "rewards": [{"name": "math"}]}),
-        1, batch, [], version=1, trained_tokens=6, seconds=1.0, t_start=0.0))
+        1, batch, [], version=1, trained_tokens=6, timing=timing, t_start=0.0))

@@ -21,7 +21,7 @@ from orchestrator.cluster import ActorLost
 from orchestrator.config import RLStage
 from orchestrator.faults import RestartBudget
 from orchestrator.run_dir import MetricsLog
-from orchestrator.stages.rl_step import PHASES, Group, StepBatch, step_record
+from orchestrator.stages.rl_step import PHASES, Group, StepBatch, StepTiming, step_record
 from orchestrator.telemetry import EXPORTED, METRICS, PHASE_ROLES, StageTelemetry
 from tests.conftest import ROOT
 
@@ -65,7 +65,8 @@ def _rl_record() -> dict:
                       reward_errors=3, reward_timeouts=1, generated_tokens=10)
     batch.seconds.update(generate=2.0, reward=0.5, train=1.0, sync=0.25)
     metrics = [StepMetrics(step=1, loss=0.1, grad_norm=1.0, lr=1e-5, tokens=20, seconds=1.0)]
-    return step_record(stage, 1, batch, metrics, version=1, trained_tokens=20, seconds=4.0, t_start=0.0)
+    return step_record(stage, 1, batch, metrics, version=1, trained_tokens=20,
+                       timing=StepTiming.of(batch, True, [], 4.0), t_start=0.0)
 
 
 def test_a_real_rl_step_record_becomes_labelled_metrics():
