@@ -15,11 +15,12 @@ import sys
 ACTOR_LOG_ENV = "R1RAY_ACTOR_LOG"
 
 
-def send_output_to_stage_log() -> str | None:
-    """Append this process's stdout and stderr to the file named by ``R1RAY_ACTOR_LOG``; the path, or None
-    where there is none or it cannot be opened (then the output stays in Ray's worker log, and the run-dir
-    check that follows every spawn says why the run directory is not there)."""
-    path = os.environ.get(ACTOR_LOG_ENV)
+def send_output_to_stage_log(path: str | None = None) -> str | None:
+    """Append this process's stdout and stderr to ``path`` (default: the file named by ``R1RAY_ACTOR_LOG``); the
+    path, or None where there is none or it cannot be opened (then the output stays where it went, and the
+    run-dir check that follows every spawn says why the run directory is not there). A later stage that takes
+    the actor over calls this again with its own file."""
+    path = path or os.environ.get(ACTOR_LOG_ENV)
     if not path:
         return None
     try:

@@ -66,6 +66,11 @@ class ActorMetrics:
         self.tags = tags
         self._counters = counters
 
+    def moved_to(self, stage: str) -> None:
+        """The actor now works for ``stage`` (a later stage took it over): later counts carry that label."""
+        if self.tags is not None:
+            self.tags = {**self.tags, "stage": stage}
+
     def busy(self, call: str, seconds: float) -> None:
         self._inc(BUSY.name, seconds, call=call)
 

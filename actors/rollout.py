@@ -213,6 +213,14 @@ class RolloutWorker(RunDirProbe):
             raise RuntimeError(f"RolloutWorker.{what} called while a weight sync to version {self.syncing_version} "
                                "is open: the engine's weights are half-loaded. Send the last bucket first.")
 
+    def join_stage(self, stage: str, log_file: str | None) -> None:
+        """As every role, and the engine goes: the new stage's ``load`` builds one afresh, seeded by
+        ``rollout.seed`` as in a new actor, so a stage samples the same whether its actors are new or taken over.
+        What is saved is the process and vLLM's import, not the engine's build (1-2 s on CPU)."""
+        super().join_stage(stage, log_file)
+        self.close()
+        self.model_path, self.model_type, self.version = None, None, -1
+
     def close(self) -> None:
         if self.llm is not None:
             del self.llm

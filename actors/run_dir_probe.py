@@ -13,7 +13,18 @@ from pathlib import Path
 
 
 class RunDirProbe:
-    """Mixed into PolicyTrainer, RolloutWorker and RewardWorker."""
+    """Mixed into PolicyTrainer, RolloutWorker and RewardWorker: the run-dir check, and the hand-over to the next
+    stage of an actor that outlives its own (orchestrator/actor_pool.py)."""
+
+    def join_stage(self, stage: str, log_file: str | None) -> None:
+        """Work for ``stage`` from now on: output to its log file (None: leave it where it goes), metrics under
+        its label. The role's own state for the new stage comes with that stage's setup or load call."""
+        from actors.actor_log import send_output_to_stage_log
+        from actors.actor_metrics import actor_metrics
+
+        if log_file is not None:
+            send_output_to_stage_log(log_file)
+        actor_metrics().moved_to(stage)
 
     def sees_run_dir(self, marker: str, token: str) -> tuple[str, str | None]:
         """(this node's address, None if ``marker`` holds ``token``, else what was found instead)."""

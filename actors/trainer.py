@@ -110,6 +110,7 @@ class PolicyTrainer(RunDirProbe):
         starting model is the reference."""
         import deepspeed
 
+        self._release()
         torch.manual_seed(settings.seed + self.rank)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
         # Master weights stay fp32; DeepSpeed's bf16 mode keeps the compute copy in bf16.
@@ -147,6 +148,18 @@ class PolicyTrainer(RunDirProbe):
             self.reference = load_causal_lm(settings.model_path, dtype, settings.fp8).eval().requires_grad_(False)
         n_params = sum(p.numel() for p in model.parameters())
         return {"parameters": n_params, "zero_stage": settings.zero_stage, "world_size": self.world_size}
+
+    def _release(self) -> None:
+        """Drop an earlier stage's engine, reference model and sync group before a new setup (an actor taken over
+        by the next stage, orchestrator/actor_pool.py): the new stage starts as in a new actor."""
+        if self.engine is None:
+            return
+        import gc
+
+        self.engine.destroy()
+        self.engine = self.reference = self.nccl_sender = None
+        self.step = 0
+        gc.collect()
 
     # ------------------------------------------------------------------ steps
     @records_busy_time

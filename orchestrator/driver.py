@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from orchestrator import cluster
+from orchestrator.actor_pool import ActorPool
 from orchestrator.config import RUN_ONLY_FIELDS, PipelineSpec
 from orchestrator.run_dir import RunDir, fingerprint
 from orchestrator.stages import eval as eval_stage
@@ -89,24 +90,38 @@ def _run_pending(spec: PipelineSpec, run: RunDir, pending: list, fps: dict[str, 
                  address: str | None, verbose: bool, dashboard: bool) -> None:
     names = [s.name for s in spec.stages]
     with cluster.connect(address, spec.cluster, verbose=verbose, dashboard=dashboard):
-        for stage in pending:
-            log.info("stage %s (%s): starting", stage.name, stage.kind)
-            ctx = StageContext(spec, run, stage, fps[stage.name], actor_logs=not verbose, trackers=trackers)
-            t0 = time.perf_counter()
-            try:
-                result = STAGES[stage.kind](stage, ctx)
-            except Exception as e:
-                run.record(stage.name, stage.kind, "failed", fps[stage.name], time.perf_counter() - t0,
-                           error="".join(traceback.format_exception(e))[-20_000:])
-                run.write_summary(names, "failed")
-                raise StageFailed(stage.name, stage.kind, e) from e
-            finally:
-                ctx.close()
-            seconds = time.perf_counter() - t0
-            run.record(stage.name, stage.kind, "succeeded", fps[stage.name], seconds, vars(result))
-            # Recorded as finished, the stage will never resume: what a resume would read only takes disk now.
-            for leftover in ("checkpoints", "chunks"):
-                shutil.rmtree(ctx.dir / leftover, ignore_errors=True)
-            run.write_summary(names, "running")
-            log.info("stage %s: succeeded in %.1f s %s", stage.name, seconds,
-                     f"eval {result.eval.get('pass@1')}" if result.eval else "")
+        pool = ActorPool()   # actors a stage hands to the next one that needs the same role, built the same way
+        try:
+            _run_each(spec, run, pending, fps, trackers, verbose, pool, names)
+        finally:
+            pool.shutdown()
+            if pool.reused:
+                log.info("actor groups taken over by a later stage: %s", dict(pool.reused))
+
+
+def _run_each(spec: PipelineSpec, run: RunDir, pending: list, fps: dict[str, str], trackers: Trackers,
+              verbose: bool, pool: ActorPool, names: list[str]) -> None:
+    for stage in pending:
+        log.info("stage %s (%s): starting", stage.name, stage.kind)
+        ctx = StageContext(spec, run, stage, fps[stage.name], actor_logs=not verbose, trackers=trackers,
+                           pool=pool)
+        t0 = time.perf_counter()
+        try:
+            result = STAGES[stage.kind](stage, ctx)
+        except Exception as e:
+            run.record(stage.name, stage.kind, "failed", fps[stage.name], time.perf_counter() - t0,
+                       error="".join(traceback.format_exception(e))[-20_000:])
+            run.write_summary(names, "failed")
+            raise StageFailed(stage.name, stage.kind, e) from e
+        finally:
+            ctx.close()
+        seconds = time.perf_counter() - t0
+        if ctx.taken_over:
+            result.metrics["actors_taken_over"] = ctx.taken_over
+        run.record(stage.name, stage.kind, "succeeded", fps[stage.name], seconds, vars(result))
+        # Recorded as finished, the stage will never resume: what a resume would read only takes disk now.
+        for leftover in ("checkpoints", "chunks"):
+            shutil.rmtree(ctx.dir / leftover, ignore_errors=True)
+        run.write_summary(names, "running")
+        log.info("stage %s: succeeded in %.1f s %s", stage.name, seconds,
+                 f"eval {result.eval.get('pass@1')}" if result.eval else "")

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from actors.types import EngineSettings, TrainerSettings
 from orchestrator import cluster
+from orchestrator.actor_pool import ActorPool
 from orchestrator.checkpoints import Checkpoint, StageCheckpoints
 from orchestrator.cluster import ActorGroup, ActorLost, ActorNames, run_namespace
 from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Resumable, Role, StageSpec
@@ -36,8 +37,13 @@ class StageResult:
 
 class StageContext:
     def __init__(self, spec: PipelineSpec, run: RunDir, stage: StageSpec, fingerprint: str = "",
-                 actor_logs: bool = True, trackers: Trackers | None = None):
+                 actor_logs: bool = True, trackers: Trackers | None = None, pool: ActorPool | None = None):
         self._spec = spec
+        self.pool = pool
+        """Where the stage takes its actors over from and hands them back to (None: its own, stopped at the end)."""
+        self._keys: dict[Role, object] = {}
+        self.taken_over: list[Role] = []
+        """Roles whose actors an earlier stage started and this one took over (``actors_taken_over`` in status)."""
         self.run = run
         self.name = stage.name
         self.kind = stage.kind
@@ -79,18 +85,49 @@ class StageContext:
                                   resume_step=resume_step, on_log=on_log)
 
     # ------------------------------------------------------------------ actors
+    # Each spawn_* takes over the pool's group of that role when it was built the same way (the key: the role's
+    # resources and constructor arguments), and starts a new one otherwise (orchestrator/actor_pool.py).
     def spawn_trainers(self) -> ActorGroup:
         """The stage's PolicyTrainer ranks, joined into one torch.distributed group."""
-        return self._checked(cluster.spawn_trainers(self._resources("trainer"), self.cluster, self.names))
+        res = self._resources("trainer")
+        return self._spawn("trainer", (res,), lambda: cluster.spawn_trainers(res, self.cluster, self.names))
 
     def spawn_rollout(self, nccl_weight_transfer: bool = False) -> ActorGroup:
         """The stage's RolloutWorkers; ``nccl_weight_transfer`` builds their engines with vLLM's NCCL receiver."""
-        engine = replace(self.engine, nccl_weight_transfer=nccl_weight_transfer)
-        return self._checked(cluster.spawn_rollout(self._resources("rollout"), self.cluster, engine, self.names))
+        res, engine = self._resources("rollout"), replace(self.engine, nccl_weight_transfer=nccl_weight_transfer)
+        return self._spawn("rollout", (res, engine),
+                           lambda: cluster.spawn_rollout(res, self.cluster, engine, self.names))
 
     def spawn_rewards(self, specs: list[RewardSpec], deadline_s: float) -> ActorGroup:
-        return self._checked(cluster.spawn_rewards(self._resources("reward"), self.cluster, specs, deadline_s,
-                                                   self.names))
+        res = self._resources("reward")
+        key = (res, [s.model_dump() for s in specs], deadline_s)
+        return self._spawn("reward", key,
+                           lambda: cluster.spawn_rewards(res, self.cluster, specs, deadline_s, self.names))
+
+    def _spawn(self, role: Role, key: object, start: Callable[[], ActorGroup]) -> ActorGroup:
+        group = self.pool.take(role, key, self._join) if self.pool is not None else None
+        if group is None:
+            group = start()
+        else:
+            self.taken_over.append(role)
+        self._keys[role] = key
+        return self._checked(group)
+
+    def _join(self, group: ActorGroup, ranks: list[int] | None = None) -> None:
+        """Actors of an earlier stage (``ranks``, default all) now work for this one: its log files, its labels."""
+        ranks = list(range(len(group.actors))) if ranks is None else ranks
+        logs = [None if self.names.log_dir is None else str(self.names.log_dir / f"{group.role}-{r}.log")
+                for r in ranks]
+        group.gather([group.actors[r].join_stage.remote(self.name, log) for r, log in zip(ranks, logs)], ranks)
+
+    def hand_back(self) -> None:
+        """The stage is over: its groups go to the pool for the next stage (or stop, without a pool)."""
+        for role, group in reversed(list(self.groups.items())):
+            if self.pool is None:
+                group.shutdown()
+            else:
+                self.pool.keep(role, self._keys[role], group)
+        self.groups = {}
 
     def _checked(self, group: ActorGroup, ranks: list[int] | None = None) -> ActorGroup:
         """Register ``group`` as its role's; its actors (``ranks``, default all) must see the run directory."""
@@ -111,6 +148,7 @@ class StageContext:
     def replace(self, role: Role, rank: int) -> None:
         """A new actor in place of ``role`` rank ``rank``, in its bundle (on another node if its node is gone)."""
         self.groups[role].replace(rank)
+        self._join(self.groups[role], [rank])   # a group taken over restarts actors under its first stage's names
         self._checked(self.groups[role], [rank])
 
     def replacer(self, load_rollout: Callable[[int], None] | None = None) -> Callable[[ActorLost], None]:

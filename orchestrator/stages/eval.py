@@ -111,6 +111,6 @@ def run(stage: EvalStage, ctx: StageContext) -> StageResult:
     try:
         result = ctx.retrying(run_eval)
     finally:
-        rollout.shutdown()
+        ctx.hand_back()
     ctx.write_eval(result)
     return StageResult(eval=result, artifacts={})

@@ -113,8 +113,7 @@ def run(stage: RejectionSamplingStage, ctx: StageContext) -> StageResult:
             bar.set_postfix(kept=curator.kept_count, refresh=False)
         bar.close()
     finally:
-        for group in ctx.groups.values():
-            group.shutdown()
+        ctx.hand_back()
 
     kept = [curator.sft_row(c, source, i) for i, c in enumerate(curator.kept)]
     mixed = _mix(stage, ctx, len(kept))

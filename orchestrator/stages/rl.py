@@ -92,8 +92,7 @@ def run(stage: RLStage, ctx: StageContext) -> StageResult:
         metrics["restarts"] = ctx.restarts.report()
         return result
     finally:
-        for group in reversed(list(ctx.groups.values())):
-            group.shutdown()
+        ctx.hand_back()
 
 
 def _prompt_rows(stage: RLStage, ctx: StageContext, tokenizer) -> list[dict]:

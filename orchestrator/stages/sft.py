@@ -153,8 +153,7 @@ def run(stage: SFTStage, ctx: StageContext) -> StageResult:
         metrics["restarts"] = ctx.restarts.report()
         return result
     finally:
-        for group in ctx.groups.values():
-            group.shutdown()
+        ctx.hand_back()
 
 
 class _SFTLoop:

@@ -248,6 +248,11 @@ def _check_metrics(scraped: MetricsWatch, actors: dict[str, dict], node_ip: dict
         ip = node_ip[actor["node_id"]]
         busy = scraped.labels(ip, "ray_r1ray_actor_busy_seconds_total")
         assert any(x["stage"] == stage and x["role"] == role and x["rank"] == rank for x in busy), (name, ip, busy)
+    # Taken over by the rl stage, the sft stage's trainer ranks count their rl steps under the rl label.
+    for rank in ("0", "1"):
+        ip = node_ip[actors[f"multinode/sft/trainer-{rank}"]["node_id"]]
+        busy = scraped.labels(ip, "ray_r1ray_actor_busy_seconds_total")
+        assert any(x["stage"] == "rl" and x["call"] == "rl_step" and x["rank"] == rank for x in busy), (rank, busy)
     for rank in ("0", "1"):
         tokens = scraped.labels(node_ip[actors[f"multinode/rl/rollout-{rank}"]["node_id"]],
                                 "ray_r1ray_engine_generated_tokens_total")
@@ -255,9 +260,11 @@ def _check_metrics(scraped: MetricsWatch, actors: dict[str, dict], node_ip: dict
 
 
 def _check_placement(seen: dict[str, dict], node_ip: dict[str, str]) -> None:
-    """Named as the project names them, and `placement: spread` put each role's two actors on two nodes."""
+    """Named as the project names them, and `placement: spread` put each role's two actors on two nodes. The rl
+    stage took the sft stage's trainer ranks over (orchestrator/actor_pool.py) and started the other roles."""
+    assert not any(n.startswith("multinode/rl/trainer-") for n in seen), sorted(seen)
     for stage, roles in (("sft", {"trainer": "PolicyTrainer"}),
-                         ("rl", {"trainer": "PolicyTrainer", "rollout": "RolloutWorker", "reward": "RewardWorker"})):
+                         ("rl", {"rollout": "RolloutWorker", "reward": "RewardWorker"})):
         for role, cls in roles.items():
             ranks = 1 if role == "reward" else 2
             names = [f"multinode/{stage}/{role}-{r}" for r in range(ranks)]
