@@ -63,6 +63,8 @@ METRICS = (
               ("component",)),
     MetricDef("r1ray_rl_pass_rate", "gauge", "fraction of the last RL step's samples that solved their prompt"),
     MetricDef("r1ray_rl_response_length", "gauge", "mean response length in tokens, last RL step"),
+    MetricDef("r1ray_rl_policy_version_lag", "gauge",
+              "mean versions the engine that sampled the last RL step's batch was behind the trainer (async > 0)"),
     MetricDef("r1ray_generated_tokens", "counter", "response tokens generated for RL steps (refill rounds included)"),
     MetricDef("r1ray_phase_seconds", "gauge", "seconds the last step spent in a phase", ("phase",)),
     MetricDef("r1ray_phase_seconds_spent", "counter", "seconds all steps so far spent in a phase", ("phase",)),
@@ -158,6 +160,7 @@ class StageTelemetry:
         self._record("r1ray_rl_reward_mean", record.get("reward_mean"), "reward")
         self._record("r1ray_rl_pass_rate", record.get("pass_rate"), "reward")
         self._record("r1ray_rl_response_length", record.get("response_length_mean"), "rollout")
+        self._record("r1ray_rl_policy_version_lag", record.get("policy_version_lag"), "rollout")
         self._record("r1ray_generated_tokens", record.get("generated_tokens"), "rollout")
         self._record("r1ray_reward_errors", record.get("reward_errors"), "reward")
         self._record("r1ray_reward_timeouts", record.get("reward_timeouts"), "reward")
