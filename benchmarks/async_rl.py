@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from benchmarks.resume import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "pipelines" / "tiny_r1.yaml"
@@ -113,17 +114,9 @@ def measure(args) -> None:
             results["runs"][key] = summarise_run(run_dir, wall)
             print(key, {k: v for k, v in results["runs"][key].items() if not isinstance(v, list)}, flush=True)
             results_path.write_text(json.dumps(results, indent=1))
-    results["machine"] = machine()
+    results["machine"] = {**machine(), "date": time.strftime("%Y-%m-%d")}
     results_path.write_text(json.dumps(results, indent=1))
     report(results)
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    import os
-
-    return {"cores": os.cpu_count(), "cpu": model, "date": time.strftime("%Y-%m-%d")}
 
 
 def report(results: dict) -> None:
