@@ -15,6 +15,8 @@ from pydantic import BeforeValidator, Field, model_validator
 from actors.types import EngineSettings, LossSettings, OptimSettings, TrainerSettings
 from orchestrator.algorithms.grpo import GRPOSpec
 from orchestrator.arch_defaults import check_dense_config
+from orchestrator.data.code import KINDS as CODE_KINDS
+from orchestrator.data.general import KINDS as GENERAL_KINDS
 from orchestrator.section import Section
 from orchestrator.trackers import TrackersSpec
 from rewards.config import RewardSpec, parse_specs
@@ -112,10 +114,12 @@ class ModelSpec(Section):
 # ---------------------------------------------------------------------------------------------- datasets
 class SyntheticSpec(Section):
     """A generated dataset: ``arithmetic`` word problems (orchestrator/data/synthetic.py; settings ``digits``,
-    ``ops``, ``mul_methods``, ``worked``) or ``general`` instructions with checkable constraints
-    (orchestrator/data/general.py; ``kinds``)."""
+    ``ops``, ``mul_methods``, ``worked``), ``general`` instructions with checkable constraints
+    (orchestrator/data/general.py; ``kinds``) or ``code``: short Python functions and programs from a spec,
+    with tests for the ``code`` reward (orchestrator/data/code.py; ``kinds``, ``conventions``, ``cases``,
+    ``worked``)."""
 
-    task: Literal["arithmetic", "general"] = "arithmetic"
+    task: Literal["arithmetic", "general", "code"] = "arithmetic"
     split: Literal["sft", "rl", "dev", "eval"]
     size: int = Field(ge=1)
     seed: int = 0
@@ -127,15 +131,27 @@ class SyntheticSpec(Section):
     worked: float = Field(1.0, ge=0, le=1, description="share of sft responses that work the problem out step by "
                                                         "step; the rest give only the answer (empty think block)")
     kinds: list[Literal["repeat", "reverse", "sort", "upper", "lower", "count", "exact_words", "start_end",
-                        "comma_list"]] | None = Field(None, min_length=1, description="general: default all kinds")
+                        "comma_list", "arith", "string", "list"]] | None = Field(
+        None, min_length=1, description="general or code: which kinds of task (default all of the task's kinds)")
+    conventions: list[Literal["stdio", "call", "assert", "check"]] = Field(
+        ["stdio", "call", "assert", "check"], min_length=1,
+        description="code: test conventions, one per row (stdin/stdout, call-based, MBPP asserts, HumanEval check)")
+    cases: int = Field(3, ge=1, le=16, description="code: test cases per problem")
 
     @model_validator(mode="after")
     def _task_fields(self) -> SyntheticSpec:
-        own = {"arithmetic": {"digits", "ops", "mul_methods", "worked"}, "general": {"kinds"}}
-        stray = sorted(f for task, fields in own.items() if task != self.task for f in fields & self.model_fields_set)
+        own = {"arithmetic": {"digits", "ops", "mul_methods", "worked"}, "general": {"kinds"},
+               "code": {"kinds", "conventions", "cases", "worked"}}
+        others = set().union(*(fields for task, fields in own.items() if task != self.task))
+        stray = sorted((others - own[self.task]) & self.model_fields_set)
         if stray:
             raise ValueError(f"{', '.join(stray)} do not apply to task {self.task!r} "
                              f"(it takes {', '.join(sorted(own[self.task]))})")
+        task_kinds = {"general": GENERAL_KINDS, "code": CODE_KINDS}.get(self.task, ())
+        wrong = sorted(set(self.kinds or ()) - set(task_kinds))
+        if wrong:
+            raise ValueError(f"kinds {', '.join(wrong)} are not kinds of task {self.task!r} "
+                             f"(it has {', '.join(task_kinds)})")
         return self
 
 

@@ -1,7 +1,8 @@
 """The run report: ``RUN_DIR/report.html``, one self-contained page with the R1 paper's pictures of a run.
 
 Sections: a header (pipeline, status, total time, final pass@1 against the first SFT stage's), reward and
-pass rate over RL steps, response length over RL steps, pass@1 and cons@k per stage, the time of each stage
+pass rate over RL steps (one pass-rate curve per domain where a step mixes domains), response length over RL
+steps, pass@1 and cons@k per stage, pass@1 per domain over the stages that report one, the time of each stage
 split into phases, the rejection-sampling filter counts, the SFT loss curves and a table of stages. Plots are
 PNGs drawn on matplotlib's Agg canvas and embedded as data URIs, the CSS is inline: the file opens anywhere,
 offline, and can be mailed around.
@@ -82,6 +83,10 @@ def _plot_rl_reward(ax, stage: StageRecord) -> None:
                         alpha=0.12, lw=0, label="reward ± std")
     px, py = _xy(rows, "pass_rate")
     ax.plot(px, py, color="C1", lw=2, marker=_marker(px), ms=3, label="pass rate")
+    for i, key in enumerate(sorted({k for r in rows for k in r if k.startswith("pass_rate/")})):
+        dx, dy = _xy(rows, key)
+        ax.plot(dx, dy, color="C1", lw=1.2, ls=(0, (1, 1 + i)), marker=_DOMAIN_MARKERS[i % 4], ms=3,
+                label=f"pass rate: {key[len('pass_rate/'):]}")
     components = sorted({k for r in rows for k in r if k.startswith("reward/") and k.endswith("_mean")})
     for i, key in enumerate(components):
         cx, cy = _xy(rows, key)
@@ -150,6 +155,36 @@ def _fig_eval(stages: list[StageRecord]) -> str:
     ax.set_ylim(0, min(1.15, max(0.1, top * 1.2)))
     ax.set_ylabel("fraction correct")
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left")
+    return _png(fig)
+
+
+_DOMAIN_MARKERS = ("s", "^", "v", "P")
+
+
+def domain_curves(stages: list[StageRecord]) -> dict[str, list[tuple[int, float]]]:
+    """pass@1 of each domain by stage index, from the stages' ``eval.per_domain``."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for i, s in enumerate(stages):
+        for domain, scores in as_dict(s.eval.get("per_domain")).items():
+            value = number(as_dict(scores).get("pass@1"))
+            if value is not None:
+                curves.setdefault(str(domain), []).append((i, value))
+    return curves
+
+
+def _fig_domains(stages: list[StageRecord], curves: dict[str, list[tuple[int, float]]]) -> str:
+    fig = Figure(figsize=(max(6.0, 1.3 * len(stages) + 2), 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for j, (domain, points) in enumerate(sorted(curves.items())):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, color=f"C{j}", lw=2, marker=_DOMAIN_MARKERS[j % 4], ms=6, label=domain)
+        for x, y in points:
+            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xticks(range(len(stages)), [f"{s.name}\n({s.kind})" for s in stages], fontsize=9)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass@1")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left")
     return _png(fig)
 
@@ -273,6 +308,12 @@ def _eval_section(stages: list[StageRecord]) -> str:
     return _img(_fig_eval(scored), "pass@1 and cons@k per stage")
 
 
+def _domain_section(stages: list[StageRecord]) -> str:
+    scored = [s for s in stages if as_dict(s.eval.get("per_domain"))]
+    curves = domain_curves(scored)
+    return _img(_fig_domains(scored, curves), "pass@1 per domain over stages") if curves else ""
+
+
 def _time_section(stages: list[StageRecord]) -> str:
     rows = [(s, b) for s in stages if (b := time_breakdown(s))]
     if not rows:
@@ -359,8 +400,10 @@ def render(run: RunRecord) -> str:
                 stages, "rl", "reward_mean", _plot_rl_reward, "reward and pass rate over RL steps")),
             _guarded("Mean response length over RL steps", lambda: _steps_section(
                 stages, "rl", "response_length_mean", _plot_rl_length, "response length over RL steps"))]
-    sections += [_guarded("pass@1 and cons@k per stage", lambda: _eval_section(stages)),
-                 _guarded("Time per stage", lambda: _time_section(stages))]
+    sections.append(_guarded("pass@1 and cons@k per stage", lambda: _eval_section(stages)))
+    if any(as_dict(s.eval.get("per_domain")) for s in stages):
+        sections.append(_guarded("pass@1 per domain", lambda: _domain_section(stages)))
+    sections.append(_guarded("Time per stage", lambda: _time_section(stages)))
     if "rejection_sampling" in kinds:
         sections.append(_guarded("Rejection sampling: kept and dropped", lambda: _filter_section(stages)))
     if "sft" in kinds:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from orchestrator.config import DatasetSpec, RunArtifact, SyntheticSpec
+from orchestrator.data.code import KINDS as CODE_KINDS, make_code_split
 from orchestrator.data.general import KINDS, make_general_split
 from orchestrator.data.synthetic import make_split
 from orchestrator.run_dir import RunDir
@@ -80,6 +81,9 @@ def file_problem(path: Path) -> str | None:
 def synthetic_rows(s: SyntheticSpec) -> list[dict]:
     if s.task == "general":
         return make_general_split(s.split, s.size, seed=s.seed, kinds=tuple(s.kinds or KINDS))
+    if s.task == "code":
+        return make_code_split(s.split, s.size, seed=s.seed, kinds=tuple(s.kinds or CODE_KINDS),
+                               conventions=tuple(s.conventions), cases=s.cases, worked=s.worked)
     return make_split(s.split, s.size, seed=s.seed, digits=s.digits, ops=tuple(s.ops),
                       mul_methods=tuple(s.mul_methods), worked=s.worked)
 

@@ -46,7 +46,7 @@ class Problem:
         return f"<think>{thought}</think>\n<answer>{self.answer}</answer>"
 
 
-def _prompt_unit(prompt: str, salt: str) -> float:
+def prompt_unit(prompt: str, salt: str) -> float:
     """A number in [0, 1) fixed by the prompt: per-problem choices that never shift the problem generator."""
     return int(hashlib.sha1(f"{salt}:{prompt}".encode()).hexdigest()[:8], 16) / 2**32
 
@@ -155,7 +155,7 @@ def generate_problem(rng: random.Random, digits: int = 2, ops: tuple[str, ...] =
         a, d = _number(rng, digits), rng.randint(2, 9)
         prompt = f"{name} fills {d} boxes with {a} {thing} each. How many {thing} is that in total?"
         # Chosen by the prompt's hash, not the generator: the problems drawn never depend on the methods.
-        method = mul_methods[int(_prompt_unit(prompt, "mul_method") * len(mul_methods))]
+        method = mul_methods[int(prompt_unit(prompt, "mul_method") * len(mul_methods))]
         return Problem(op, prompt, str(a * d), "\n".join(MUL_METHODS[method](a, d)))
     if op == "frac":
         den = rng.randint(2, 12)
@@ -200,18 +200,21 @@ def make_split(split: str, size: int, seed: int = 0, digits: int = 2, ops: tuple
     def draw(rng: random.Random) -> dict:
         p = generate_problem(rng, digits, ops, mul_methods)
         return {"prompt": p.prompt, "answer": p.answer, "domain": "math", "op": p.op,
-                "response": p.response(worked=_prompt_unit(p.prompt, "worked") < worked)}
+                "response": p.response(worked=prompt_unit(p.prompt, "worked") < worked)}
 
     return draw_split(split, size, seed, draw, f"digits={digits}, ops={ops}")
 
 
 def draw_split(split: str, size: int, seed: int, draw: Callable[[random.Random], dict], task: str,
-               disjoint_training: bool = False) -> list[dict]:
+               disjoint_training: bool = False,
+               complete: Callable[[dict, random.Random], dict] | None = None) -> list[dict]:
     """``size`` rows of ``split`` from ``draw`` (a row with ``prompt`` and ``response``, given a seeded RNG).
 
     The held-out rule of this module applies to any synthetic task: a prompt lands in eval or dev by its hash
     alone, and only ``sft`` rows keep the reference ``response``. With ``disjoint_training``, sft and rl are
-    also cut apart by hash (``training_split``). ``task`` names the settings in errors.
+    also cut apart by hash (``training_split``). ``task`` names the settings in errors. ``complete``, when
+    given, finishes a row only once its prompt is accepted (for tasks whose rows are costly to finish, such
+    as drawing test cases and computing their outputs), from the same RNG.
     """
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"Unknown split {split!r}; choose from {', '.join(SPLIT_OFFSETS)}.")
@@ -231,6 +234,8 @@ def draw_split(split: str, size: int, seed: int, draw: Callable[[random.Random],
         if disjoint_training and split not in _BUCKETS and training_split(prompt) != split:
             continue
         seen.add(prompt)
+        if complete is not None:
+            row = complete(row, rng)
         if split != "sft":
             del row["response"]
         rows.append({"id": f"{split}-{seed}-{len(rows)}", **row})

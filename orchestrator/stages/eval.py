@@ -14,6 +14,7 @@ from orchestrator.config import EvalSpec, EvalStage
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
 from orchestrator.stages.fanout import by_prompt, generate_sharded
+from rewards.code import extract_code
 from rewards.math_checker.extract import extract_answer
 from rewards.registry import get_reward
 
@@ -32,7 +33,8 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
     ``spec.graders[domain]`` (math: sympy equivalence with the row's ``answer``; code: the sandboxed tests;
     general: the instruction checker), and a score of 1 counts as correct. pass@1 is the mean correctness over
     all samples (greedy when temperature is 0, the sampled mean otherwise); cons@n is the correctness of each
-    prompt's majority answer over its n samples (only when n > 1).
+    prompt's majority answer over its n samples (only when n > 1; code votes with its program). ``per_domain``
+    holds pass@1 (and cons@n) of each domain present.
     """
     graders = dict(DEFAULT_GRADERS)
     if spec is not None:
@@ -59,7 +61,7 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
         lengths += [len(s.response_ids) for s in samples]
         truncated += sum(s.finish_reason == "length" for s in samples)
         if n > 1:
-            voted[domain].append(majority_correct([s.text for s in samples], scores))
+            voted[domain].append(majority_correct([s.text for s in samples], scores, VOTE_BY.get(domain)))
     everything = [x for d in domains for x in correct[d]]
     result = {
         "pass@1": _mean(everything),
@@ -71,16 +73,26 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
     }
     if n > 1:
         result[f"cons@{n}"] = _mean([x for d in domains for x in voted[d]])
-    if len(domains) > 1:
-        result["per_domain"] = {d: {"pass@1": _mean(correct[d]), "problems": len(correct[d]) // max(1, n),
-                                    **({f"cons@{n}": _mean(voted[d])} if n > 1 else {})} for d in domains}
+    # Every domain present, even when there is one: summary.json's `eval.per_domain.<domain>.pass@1`.
+    result["per_domain"] = {d: {"pass@1": _mean(correct[d]), "problems": len(correct[d]) // max(1, n),
+                                **({f"cons@{n}": _mean(voted[d])} if n > 1 else {})} for d in domains}
     return result
 
 
-def majority_correct(texts: list[str], scores: list[float]) -> float:
+def _code_vote(text: str) -> str | None:
+    code = extract_code(text)
+    return None if code is None else "\n".join(line.rstrip() for line in code.strip().splitlines())
+
+
+# What a sample votes with in cons@n: the final answer (math's extractor) unless its domain says otherwise.
+VOTE_BY = {"code": _code_vote}
+
+
+def majority_correct(texts: list[str], scores: list[float], extract=None) -> float:
     """Majority vote (cons@k): the most common extracted final answer wins (ties: the one seen first), and it is
-    correct when the samples that gave it were graded correct. Samples without an answer do not vote."""
-    answers = [extract_answer(t).answer for t in texts]
+    correct when the samples that gave it were graded correct. Samples without an answer do not vote.
+    ``extract``: text -> answer or None (default: the math extractor's final answer)."""
+    answers = [extract(t) if extract else extract_answer(t).answer for t in texts]
     counts = Counter(a.strip() for a in answers if a is not None and a.strip())
     if not counts:
         return 0.0

@@ -140,6 +140,11 @@ def step_record(stage: RLStage, step: int, batch: StepBatch, results: list[StepM
         # when these agree.
         "prompts_digest": _digest(g.prompt_ids for g in batch.all_groups or batch.groups),
     }
+    domains: dict[str, list[bool]] = defaultdict(list)
+    for g in batch.groups:
+        domains[g.row.get("domain") or "math"] += [stage.passed(c) for c in g.components]
+    if len(domains) > 1:  # a mixed step: each domain's own pass rate (the report draws one curve per domain)
+        record.update({f"pass_rate/{d}": _mean(v) for d, v in sorted(domains.items())})
     if batch.all_groups:  # dynamic sampling: the trained groups are a biased subset; these are all draws
         drawn = [(x, c) for g in batch.all_groups for x, c in zip(g.rewards, g.components)]
         record["drawn_reward_mean"] = _mean(x for x, _ in drawn)

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from orchestrator.config import DatasetSpec, SyntheticSpec
+from orchestrator.data.code import KINDS as CODE_KINDS
 from orchestrator.data.general import KINDS, WORDS, make_general_split
 from orchestrator.data.loading import materialize, read_rows
 from orchestrator.yaml_errors import PipelineError, parse_pipeline
@@ -78,7 +79,7 @@ def test_prompts_are_short_and_use_a_small_vocabulary(tmp_path):
 
 def test_config_kinds_match_the_generator_and_stray_fields_are_named():
     literal = typing.get_args(typing.get_args(SyntheticSpec.model_fields["kinds"].annotation)[0])[0]
-    assert typing.get_args(literal) == KINDS
+    assert typing.get_args(literal) == KINDS + CODE_KINDS
     spec = SyntheticSpec.model_validate({"task": "general", "split": "rl", "size": 3, "kinds": ["count"]})
     assert spec.kinds == ["count"]
     with pytest.raises(ValueError, match="digits do not apply to task 'general'"):

@@ -83,7 +83,8 @@ def run_dir(tmp_path_factory) -> Path:
     _write_jsonl(root / "reasoning_rl" / "metrics.jsonl", _rl_records(4))
     (root / "reasoning_rl" / "eval.json").write_text(json.dumps({"pass@1": 0.3, "cons@4": 0.4}))
     _write_jsonl(root / "rs_sft" / "metrics.jsonl", _sft_records(5))
-    _write_jsonl(root / "all_rl" / "metrics.jsonl", _rl_records(3), torn='{"step": 4, "reward_me')
+    mixed = [{**r, "pass_rate/math": 0.2, "pass_rate/code": 0.1 * r["step"]} for r in _rl_records(3)]
+    _write_jsonl(root / "all_rl" / "metrics.jsonl", mixed, torn='{"step": 4, "reward_me')
     stages = [
         _stage("cold_start", "sft", "succeeded", 60.0,
                {"best_step": 6, "early_stopping": [{"step": 3, "pass@1": 0.1}, {"step": 6, "pass@1": 0.2}]},
@@ -96,7 +97,9 @@ def run_dir(tmp_path_factory) -> Path:
                {"data": "rs/data.jsonl"}),
         _stage("rs_sft", "sft", "succeeded", 40.0, {}, {"pass@1": 0.35, "per_domain": {
             "code": {"pass@1": 0.3, "problems": 10}, "math": {"pass@1": 0.4, "problems": 10, "cons@4": 0.6}}}),
-        _stage("all_rl", "rl", "succeeded", 70.0, {}, {"pass@1": 0.45, "cons@4": 0.5, "mean_response_tokens": 51.0}),
+        _stage("all_rl", "rl", "succeeded", 70.0, {}, {"pass@1": 0.45, "cons@4": 0.5, "mean_response_tokens": 51.0,
+                                                       "per_domain": {"math": {"pass@1": 0.5}, "code": {"pass@1": 0.35},
+                                                                      "general": {"pass@1": 0.6}}}),
         _stage("final_eval", "eval", "failed", 12.5, error="Traceback (most recent call last):\n  ...\n"
                "RuntimeError: rollout worker died\n"),
     ]
@@ -120,8 +123,8 @@ def test_report_is_self_contained_with_one_plot_per_section(report):
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text, re.I)
     assert "<link" not in text and "<script" not in text
     pngs = _pngs(text)
-    # RL reward, RL length, pass@1/cons@k, time, rejection-sampling filter, SFT loss
-    assert len(pngs) == 6 == text.count("<img")
+    # RL reward, RL length, pass@1/cons@k, pass@1 per domain, time, rejection-sampling filter, SFT loss
+    assert len(pngs) == 7 == text.count("<img")
     import matplotlib.image
 
     for png in pngs:
@@ -274,3 +277,15 @@ def test_a_failing_report_does_not_fail_the_run(tmp_path, monkeypatch, caplog):
     summary = driver.run_pipeline(_spec(tmp_path), tmp_path / "run")
     assert summary["status"] == "succeeded"
     assert "could not write the run report" in caplog.text and "disk full" in caplog.text
+
+
+def test_each_domain_gets_a_curve_over_the_stages_that_report_it(run_dir, report):
+    from orchestrator.run_report import domain_curves
+
+    stages = [s for s in load_run(run_dir).stages if s.eval.get("per_domain")]
+    assert [s.name for s in stages] == ["rs_sft", "all_rl"]
+    assert domain_curves(stages) == {"code": [(0, 0.3), (1, 0.35)], "math": [(0, 0.4), (1, 0.5)],
+                                     "general": [(1, 0.6)]}
+    assert "<h2>pass@1 per domain</h2><img" in report
+    rl = {s.name: s for s in load_run(run_dir).stages}["all_rl"]
+    assert [r["pass_rate/code"] for r in rl.rows("pass_rate/code")] == pytest.approx([0.1, 0.2, 0.3])
