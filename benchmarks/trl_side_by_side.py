@@ -18,7 +18,7 @@ DeepSpeed start included). Reported per side: the median of each step's `step_s`
 
 Workloads (--workloads): tiny-tied and tiny-untied (hidden 128, intermediate 256, 2 layers, 4 heads, 2 KV heads,
 vocab 512, tie_word_embeddings true / false) and 40m (hidden 768, intermediate 1536, 8 layers, 12 heads, 6 KV
-heads, vocab 512, tied: 42.9M parameters).
+heads, vocab 512, tied: 42.8M parameters).
 
     pip install -e '.[bench]'        # or: make bench-setup (TRL and its light dependencies)
     python benchmarks/trl_side_by_side.py --out /tmp/trl-bench --async-staleness 1
