@@ -89,8 +89,10 @@ class ActorMetrics:
 @functools.cache
 def actor_metrics() -> ActorMetrics:
     """This process's recorder, built on first use (Ray keeps one metric registry per process)."""
-    import ray
-
+    try:
+        import ray
+    except ImportError:  # a worker class used where Ray is not installed (a GPU check with torch alone)
+        return ActorMetrics(None)
     if not ray.is_initialized():
         return ActorMetrics(None)
     tags = tags_from_name(ray.get_runtime_context().get_actor_name())

@@ -9,6 +9,11 @@ Loss scaling: each rank receives its share of one optimizer step's batch and the
 in the whole step, so the loss is an exact token mean over the global batch however the tokens are spread
 over ranks and micro-batches (DeepSpeed divides by the accumulation steps and averages over ranks; we
 multiply those factors back).
+
+Devices: batches arrive as CPU tensors and are moved to ``engine.device`` before each forward; metric reductions run
+on that device too (NCCL reduces CUDA tensors only). Building at scale (zero.Init, the ZeRO-3 reference, the weights
+streamed per module) is in actors/trainer_zero.py. On GPUs none of this has run yet: the development machines have
+no GPU; tests/gpu holds the checks for one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from actors.actor_log import send_output_to_stage_log
 from actors.actor_metrics import records_busy_time
 from actors.losses import entropy_from_logits, grpo_loss, token_logprobs
 from actors.run_dir_probe import RunDirProbe
+from actors.trainer_zero import (batch_to, build_model, build_reference, check_on, compute_dtype,
+                                 enable_gradient_checkpointing, gathered, gathered_chunks, refresh_reference)
 from actors.types import RLBatch, SFTBatch, StepMetrics, TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -107,26 +114,45 @@ class PolicyTrainer(RunDirProbe):
 
         RL stages (``settings.loss`` set) have a varying number of micro-batches per step, so they mark the
         accumulation boundary themselves (``grad_accum`` 1); with ``loss.kl_coef > 0`` a frozen copy of the
-        starting model is the reference."""
+        starting model, placed like the policy, is the reference (actors/trainer_zero.py)."""
         import deepspeed
 
         self._release()
         torch.manual_seed(settings.seed + self.rank)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
-        # Master weights stay fp32; DeepSpeed's bf16 mode keeps the compute copy in bf16.
-        model = load_causal_lm(settings.model_path, torch.float32, settings.fp8)
+        dtype = compute_dtype(settings.dtype, self.device)
+        ds_config = self._ds_config(settings, dtype)
+        # Master weights stay fp32; DeepSpeed's bf16 mode keeps the compute copy in bf16. ZeRO-3: built partitioned.
+        model = build_model(settings.model_path, settings.fp8, ds_config, load_causal_lm)
+        if settings.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.model_path = settings.model_path
         optim = settings.optim
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
             optim.schedule, optim.warmup_steps, settings.total_steps, optim.min_lr_ratio, optim.decay_steps))
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=ds_config)
+        self.engine_device = torch.device(self.engine.device)
+        self.grad_accum = settings.grad_accum
+        self.bias_speed = settings.router_bias_update_speed
+        # Our DeepSeek-V3 computes its extra training terms (MTP, optional balance loss) from labels, and
+        # balances its experts by moving router biases after every optimizer step.
+        self.is_v3 = type(model).__name__ == "DeepseekV3ForCausalLM"
+        self.loss, self.reference = settings.loss, None
+        if self.loss is not None and self.loss.kl_coef > 0:
+            self.reference = build_reference(self.engine, settings.model_path, settings.fp8, ds_config, dtype,
+                                             load_causal_lm)
+        n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3: not the partition
+        return {"parameters": n_params, "zero_stage": settings.zero_stage, "world_size": self.world_size}
+
+    def _ds_config(self, settings: TrainerSettings, dtype: torch.dtype) -> dict:
         mbs, accum = settings.micro_batch_size, settings.grad_accum
-        ds_config = {
+        return {
             "train_micro_batch_size_per_gpu": mbs,
             "gradient_accumulation_steps": accum,
             "train_batch_size": mbs * accum * self.world_size,
-            "gradient_clipping": optim.grad_clip or 0.0,
+            "gradient_clipping": settings.optim.grad_clip or 0.0,
             "zero_optimization": {"stage": settings.zero_stage,
                                   "stage3_gather_16bit_weights_on_model_save": True},
             "bf16": {"enabled": dtype == torch.bfloat16},
@@ -134,20 +160,6 @@ class PolicyTrainer(RunDirProbe):
             "steps_per_print": 1 << 30,
             "wall_clock_breakdown": False,
         }
-        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                                    config=ds_config)
-        self.grad_accum = accum
-        self.bias_speed = settings.router_bias_update_speed
-        # Our DeepSeek-V3 computes its extra training terms (MTP, optional balance loss) from labels, and
-        # balances its experts by moving router biases after every optimizer step.
-        self.is_v3 = type(model).__name__ == "DeepseekV3ForCausalLM"
-        self.loss, self.reference = settings.loss, None
-        if self.loss is not None and self.loss.kl_coef > 0:
-            # A full frozen copy on every rank: right for models that fit one device. At scale the reference
-            # belongs in its own ZeRO-3 inference engine (not built yet; see the README's GPU notes).
-            self.reference = load_causal_lm(settings.model_path, dtype, settings.fp8).eval().requires_grad_(False)
-        n_params = sum(p.numel() for p in model.parameters())
-        return {"parameters": n_params, "zero_stage": settings.zero_stage, "world_size": self.world_size}
 
     def _release(self) -> None:
         """Drop an earlier stage's engine, reference model and sync group before a new setup (an actor taken over
@@ -168,6 +180,7 @@ class PolicyTrainer(RunDirProbe):
         t0 = time.perf_counter()
         engine = self.engine
         engine.train()
+        batch = batch_to(batch, self.engine_device)
         ids, mask = batch.input_ids, batch.loss_mask
         micro = max(1, math.ceil(ids.shape[0] / self.grad_accum))
         # DeepSpeed divides each micro-batch loss by grad_accum and averages gradients over ranks.
@@ -179,7 +192,7 @@ class PolicyTrainer(RunDirProbe):
             # Right padding only follows real tokens, so a causal model needs no attention mask here; the
             # loss mask keeps padding out of the loss.
             labels = mb_ids.masked_fill(~mb_mask, -100) if self.is_v3 else None
-            out = engine(input_ids=mb_ids, labels=labels) if self.is_v3 else engine(input_ids=mb_ids)
+            out = self._forward(engine, mb_ids, labels)
             logits = out.logits[:, :-1]
             targets, tmask = mb_ids[:, 1:], mb_mask[:, 1:]
             nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
@@ -221,7 +234,8 @@ class PolicyTrainer(RunDirProbe):
         last = len(batch.micro_batches) - 1
         for i, mb in enumerate(batch.micro_batches):
             engine.set_gradient_accumulation_boundary(i == last)
-            logits = engine(input_ids=mb.input_ids).logits[:, :-1]
+            mb = batch_to(mb, self.engine_device)
+            logits = self._forward(engine, mb.input_ids).logits[:, :-1]
             logprobs = token_logprobs(logits, mb.input_ids[:, 1:], temperature)
             if loss_settings.entropy_coef > 0:
                 entropy = entropy_from_logits(logits, temperature)
@@ -256,6 +270,11 @@ class PolicyTrainer(RunDirProbe):
             from actors.model import update_router_bias
 
             extra.update(update_router_bias(engine.module, self.bias_speed))
+        every = loss_settings.ref_refresh_every
+        if self.reference is not None and every and self.step % every == 0:
+            # The KL's anchor moves to the policy just trained (router biases moved included); from the next step
+            # on, KL is measured against it.
+            refresh_reference(self.reference, engine.module, engine.zero_optimization_stage() == 3)
         return StepMetrics(step=self.step, loss=self._global_mean(loss_sum, 1), tokens=tokens,
                            grad_norm=float(engine.get_global_grad_norm() or 0.0), lr=engine.get_lr()[0],
                            seconds=time.perf_counter() - t0, extra=extra)
@@ -266,24 +285,34 @@ class PolicyTrainer(RunDirProbe):
         """Target-aligned logprobs [B, L-1] of every micro-batch under the current weights (no update): the
         behaviour policy's logprobs when a rollout batch is trained over several optimizer steps."""
         self.engine.eval()
-        out = [self._logprobs_of(self.engine, mb.input_ids) for mb in batch.micro_batches]
+        # Back on the CPU: the driver that unshards these has no GPU.
+        on = self.engine_device
+        out = [self._logprobs_of(self.engine, mb.input_ids.to(on)).cpu() for mb in batch.micro_batches]
         self.engine.train()
         return out
 
+    def _forward(self, model, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
+        """``model`` (the engine or the reference) on inputs that must already be on the engine's device."""
+        check_on(self.engine_device, input_ids=input_ids, labels=labels)
+        return model(input_ids=input_ids) if labels is None else model(input_ids=input_ids, labels=labels)
+
     @torch.no_grad()
     def _logprobs_of(self, model, input_ids: torch.Tensor) -> torch.Tensor:
-        return token_logprobs(model(input_ids=input_ids).logits[:, :-1], input_ids[:, 1:], self.loss.temperature)
+        logits = self._forward(model, input_ids).logits[:, :-1]
+        return token_logprobs(logits, input_ids[:, 1:], self.loss.temperature)
 
     def _global_token_means(self, sums: dict[str, float], tokens: int) -> dict[str, float]:
         keys = sorted(sums)
-        totals = torch.tensor([sums[k] for k in keys] + [float(tokens)], dtype=torch.float64)
+        # On the engine's device: NCCL reduces CUDA tensors only (gloo: the CPU, as before).
+        totals = torch.tensor([sums[k] for k in keys] + [float(tokens)], dtype=torch.float64,
+                              device=self.engine_device)
         if self.world_size > 1:
             torch.distributed.all_reduce(totals)
         count = max(1.0, float(totals[-1]))
         return {k: float(v) / count for k, v in zip(keys, totals[:-1].tolist())} | {"tokens_global": float(totals[-1])}
 
     def _global_mean(self, local_sum: float, global_tokens: int) -> float:
-        total = torch.tensor([local_sum], dtype=torch.float64)
+        total = torch.tensor([local_sum], dtype=torch.float64, device=self.engine_device)
         if self.world_size > 1:
             torch.distributed.all_reduce(total)
         return float(total.item()) / max(1, global_tokens)
@@ -328,22 +357,33 @@ class PolicyTrainer(RunDirProbe):
         """Rank 0 opens the stage's NCCL weight-sync group with the rollout engines' workers and returns its
         ``WeightPlan``; other ranks only take part in the gather and return None. Every rank must call this.
         Contract: actors/weight_sync_nccl.py."""
-        from actors.weight_sync_nccl import NcclSender, WeightPlan
+        from actors.weight_sync_nccl import NcclSender
 
-        state = self._hf_state()
-        if state is None:
+        plan = self.weight_plan()
+        if plan is None:
             return None
-        plan = WeightPlan.of(state.items())
         self.nccl_sender = NcclSender(plan, master_address, master_port, world_size, buffer_bytes)
         return plan
+
+    def weight_plan(self):
+        """What every sync of the current model carries (names, dtypes, shapes in order: a ``WeightPlan``) on rank 0,
+        None elsewhere; read from ``_hf_stream``, so no rank gathers more than one module. A collective (ZeRO-3)."""
+        from actors.weight_sync_nccl import WeightPlan
+
+        plan = WeightPlan.of(self._hf_stream())
+        return plan if self.rank == 0 else None
 
     def send_weights_nccl(self, version: int) -> dict | None:
         """Broadcast the current weights over the NCCL group (rank 0; other ranks join the gather and return None).
         Every rank must call this, while the engines receive. Contract: actors/weight_sync_nccl.py."""
         if self.rank == 0 and self.nccl_sender is None:
             raise RuntimeError("PolicyTrainer.send_weights_nccl called before init_nccl_sync: no NCCL group.")
-        state = self._hf_state()
-        return None if state is None else self.nccl_sender.send(state.items(), version)
+        stream = self._hf_stream()
+        if self.rank != 0:
+            for _ in stream:  # this rank's part of each module's gather
+                pass
+            return None
+        return self.nccl_sender.send(stream, version)
 
     def _hf_state(self) -> dict | None:
         """The weights under their Hugging Face names on rank 0, None elsewhere: what save_pretrained writes (names,
@@ -358,6 +398,22 @@ class PolicyTrainer(RunDirProbe):
         if getattr(self.engine.module.config, "tie_word_embeddings", False):
             state.pop("lm_head.weight", None)   # the embedding's tensor again; save_pretrained leaves it out too
         return state
+
+    def _hf_stream(self):
+        """``_hf_state``'s items (same names, order, values) as a stream on rank 0, gathered one module at a time
+        (``trainer_zero.gathered_chunks``), on the engine's device. Every rank must exhaust it (ZeRO-3 gathers);
+        the other ranks' stream yields nothing."""
+        module, keep = self.engine.module, self.rank == 0
+        zero3 = self.engine.zero_optimization_stage() == 3
+        chunks = gathered_chunks(module, zero3, keep)
+        if self.is_v3:
+            from actors.model.checkpoint import export_stream
+
+            yield from export_stream(module, chunks, lambda names: gathered(module, names, zero3, keep))
+            return
+        tied = getattr(module.config, "tie_word_embeddings", False)
+        for chunk in chunks:
+            yield from ((k, v) for k, v in chunk.items() if not (tied and k == "lm_head.weight"))
 
     def _full_state_dict(self) -> dict:
         """The whole model's state on rank 0 (ZeRO-3 gathers the shards: a collective every rank joins)."""

@@ -41,6 +41,9 @@ class LossSettings:
     weight. None: the trainer's own old logprobs are the behaviour policy and no weight is applied."""
     temperature: float
     """The rollout's sampling temperature: the trainer's logprobs are of softmax(logits / temperature)."""
+    ref_refresh_every: int | None
+    """With kl_coef > 0: every this many optimizer steps the reference becomes a copy of the current policy (the KL
+    then anchors to a recent policy rather than the start). None: the reference stays the stage's starting model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,8 @@ class TrainerSettings:
     """A Hugging Face checkpoint directory."""
     fp8: bool
     """DeepSeek-V3's block-wise FP8 GEMMs in the eligible linears (our V3 only)."""
-    dtype: Literal["float32", "bfloat16"]
+    dtype: Literal["auto", "float32", "bfloat16"]
+    """Compute dtype (DeepSpeed's bf16 mode keeps fp32 master weights); auto: bfloat16 on GPU ranks, float32 on CPU."""
     zero_stage: Literal[0, 1, 2, 3]
     seed: int
     micro_batch_size: int
@@ -76,6 +80,8 @@ class TrainerSettings:
     """Optimizer steps in the stage, for the learning-rate schedule."""
     router_bias_update_speed: float
     """DeepSeek-V3 MoE: the auxiliary-loss-free balancing speed; 0 freezes the router bias."""
+    gradient_checkpointing: bool
+    """Recompute each decoder layer's activations in backward instead of keeping them (long sequences)."""
     optim: OptimSettings
     loss: LossSettings | None
     """RL stages: the GRPO loss. None: the trainer takes only SFT steps."""

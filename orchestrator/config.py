@@ -234,7 +234,13 @@ class TrainerSpec(Section):
     micro_batch_size: int = Field(8, ge=1)
     max_seq_len: int = Field(512, ge=8)
     zero_stage: Literal[0, 1, 2, 3] = 2
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="compute dtype (master weights stay fp32); auto: bfloat16 on GPU ranks "
+                            "(cluster.trainer.gpus > 0), float32 on CPU")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each decoder layer's activations during backward instead of storing them: "
+                           "about one more forward per step, for activation memory that no longer grows with depth "
+                           "(long sequences)")
     optim: OptimSpec = OptimSpec()
     seed: int = 0
     router_bias_update_speed: float = Field(
@@ -247,7 +253,8 @@ class TrainerSpec(Section):
         return TrainerSettings(
             model_path=model_path, fp8=fp8, dtype=self.dtype, zero_stage=self.zero_stage, seed=self.seed,
             micro_batch_size=self.micro_batch_size, grad_accum=grad_accum, total_steps=total_steps,
-            router_bias_update_speed=self.router_bias_update_speed, optim=self.optim.settings(), loss=loss)
+            router_bias_update_speed=self.router_bias_update_speed,
+            gradient_checkpointing=self.gradient_checkpointing, optim=self.optim.settings(), loss=loss)
 
 
 class SFTTrainSpec(TrainerSpec):

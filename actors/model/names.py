@@ -81,10 +81,16 @@ def from_hf(name: str, cfg: DeepseekV3Config) -> str | None:
 def hf_state_dict(state_dict: dict[str, torch.Tensor], cfg: DeepseekV3Config) -> dict[str, torch.Tensor]:
     """Our state dict renamed for disk, plus the MTP layers' copies of the shared embedding and head."""
     out = {to_hf(name, cfg): t for name, t in state_dict.items()}
-    for j in range(cfg.num_nextn_predict_layers):
-        for rest, source in _MTP_SHARED_COPIES.items():
-            out[f"model.layers.{cfg.num_hidden_layers + j}.{rest}"] = state_dict[source]
+    for hf_name, source in mtp_shared_copies(cfg):
+        out[hf_name] = state_dict[source]
     return out
+
+
+def mtp_shared_copies(cfg: DeepseekV3Config) -> list[tuple[str, str]]:
+    """(Hugging Face name, our source name) of each MTP layer's copy of the shared embedding and head, in the
+    order ``hf_state_dict`` appends them after the model's own tensors."""
+    return [(f"model.layers.{cfg.num_hidden_layers + j}.{rest}", source)
+            for j in range(cfg.num_nextn_predict_layers) for rest, source in _MTP_SHARED_COPIES.items()]
 
 
 def to_vllm(hf_name: str, cfg: DeepseekV3Config,

@@ -147,6 +147,10 @@ class GRPOSpec(Section):
                                 "the generation budget, max_tokens)")
     kl_coef: float = Field(0.0, ge=0, description="weight of KL to the reference policy; 0 loads no reference")
     kl_estimator: KLEstimator = Field("k3", description="k1 (log ratio) or k3 (exp(d) - d - 1, non-negative)")
+    ref_refresh_every: int | None = Field(
+        None, ge=1, description="with kl_coef > 0: copy the current policy into the reference every this many "
+                                "optimizer steps, so the KL anchors to a recent policy (default: never; the "
+                                "reference stays the stage's starting model)")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (entropy is logged either way)")
     mini_batches: int = Field(1, ge=1, description="optimizer steps per rollout batch; 1 is strictly on-policy")
     logprobs_source: Literal["trainer", "rollout"] = Field(
@@ -168,6 +172,9 @@ class GRPOSpec(Section):
         if self.token_sum_norm is not None and self.loss_agg != "seq_mean_token_sum":
             raise ValueError(f"token_sum_norm applies only to loss_agg seq_mean_token_sum, not {self.loss_agg}; "
                              "remove it or change loss_agg.")
+        if self.ref_refresh_every is not None and self.kl_coef == 0:
+            raise ValueError("ref_refresh_every refreshes the KL's reference policy, but kl_coef is 0 (no reference "
+                             "is loaded); set kl_coef > 0 or remove ref_refresh_every.")
         return self
 
     def loss_settings(self, temperature: float) -> LossSettings:
@@ -175,4 +182,5 @@ class GRPOSpec(Section):
         return LossSettings(
             eps_low=self.eps_low, eps_high=self.eps_high, agg=self.loss_agg, token_sum_norm=self.token_sum_norm,
             kl_coef=self.kl_coef, kl_estimator=self.kl_estimator, entropy_coef=self.entropy_coef,
-            tis_cap=self.tis_cap if self.logprobs_source == "rollout" else None, temperature=temperature)
+            tis_cap=self.tis_cap if self.logprobs_source == "rollout" else None, temperature=temperature,
+            ref_refresh_every=self.ref_refresh_every)
