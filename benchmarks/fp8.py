@@ -112,7 +112,7 @@ def bench_layer(kind: str, tokens: int, experts: int) -> dict:
         result[mode] = {"ms": do_bench(step, warmup=5, rep=50, grad_to_none=[h, *params], return_mode="median"),
                         "params": sum(p.numel() for p in params)}
         print(f"{kind} layer {mode}: {result[mode]['ms']:.2f} ms forward+backward", flush=True)
-        del layer, h, grad, params
+        layer = h = grad = params = None  # freed before the next mode builds its layer (names stay bound)
         torch.cuda.empty_cache()
     result["speedup"] = result["bf16"]["ms"] / result["fp8"]["ms"]
     return result
