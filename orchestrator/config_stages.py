@@ -41,6 +41,8 @@ def _coerce_ref(value: Any) -> Any:
 
 
 RefField = Annotated[Ref, BeforeValidator(_coerce_ref)]
+RefList = Annotated[list[RefField], BeforeValidator(lambda v: v if isinstance(v, list) else [v])]
+"""One dataset reference or a list of them."""
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -48,8 +50,7 @@ class EvalSpec(Section):
     """Held-out evaluation: greedy pass@1 by default; ``n > 1`` with temperature adds cons@n. Several datasets
     (e.g. math and general prompts) are scored together, with a per-domain breakdown."""
 
-    data: Annotated[list[RefField], BeforeValidator(lambda v: v if isinstance(v, list) else [v])] = Field(
-        min_length=1)
+    data: RefList = Field(min_length=1)
     limit: int | None = Field(None, ge=1, description="use the first N rows of each dataset")
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
@@ -78,16 +79,17 @@ class OptimSpec(Section):
 
 
 class EarlyStopping(Section):
-    """Evaluate every ``every_steps`` on ``eval`` data; stop after ``patience`` evaluations without a gain of
-    more than ``min_delta``; the best checkpoint becomes the stage's output."""
+    """Evaluate every ``every_steps`` on ``data``; stop after ``patience`` evaluations without a gain of
+    more than ``min_delta``; the best checkpoint becomes the stage's output. With datasets of several domains
+    the score is the mean of the domains' pass@1, so a small domain weighs as much as a large one."""
 
     every_steps: int = Field(ge=1)
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
     min_steps: int = Field(0, ge=0, description="never stop before this step: a model still learning the format "
                                                 "scores ~0 for several evaluations, which is not a plateau")
-    data: RefField
-    limit: int | None = Field(None, ge=1)
+    data: RefList = Field(min_length=1)
+    limit: int | None = Field(None, ge=1, description="use the first N rows of each dataset")
 
 
 class TrainerSpec(Section):
@@ -125,6 +127,9 @@ class SFTTrainSpec(TrainerSpec):
     epochs: float | None = Field(None, gt=0)
     steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
+    group_by_length: bool = Field(
+        False, description="batch sequences of similar length together (within shuffled windows of 64 batches) "
+                           "so a batch pads to less; for data whose domains differ in length")
 
     @model_validator(mode="after")
     def _length(self) -> SFTTrainSpec:
@@ -193,11 +198,12 @@ class RolloutSamplingSpec(Section):
 
 
 class PeriodicEval(Section):
-    """A cheaper held-out evaluation every ``every_steps`` steps, for the learning curve in metrics.jsonl."""
+    """A cheaper held-out evaluation every ``every_steps`` steps, for the learning curve in metrics.jsonl (with
+    several domains, also each domain's pass@1)."""
 
     every_steps: int = Field(ge=1)
-    data: RefField
-    limit: int | None = Field(200, ge=1)
+    data: RefList = Field(min_length=1)
+    limit: int | None = Field(200, ge=1, description="use the first N rows of each dataset")
 
 
 class AsyncRL(Section):

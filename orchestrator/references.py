@@ -86,7 +86,7 @@ def check_references(data: dict, inputs: bool = True) -> list[tuple[Loc, str]]:
         for block in ("eval", "early_stopping", "dev_eval"):
             if isinstance(stage.get(block), dict) and "data" in stage[block]:
                 refs = stage[block]["data"]
-                if isinstance(refs, list) and block == "eval":
+                if isinstance(refs, list):
                     for j, ref in enumerate(refs):
                         check(ref, loc + (block, "data", j), datasets, "dataset", PRODUCES_DATA, "a dataset")
                 else:

@@ -15,7 +15,8 @@ from orchestrator import cluster
 from orchestrator.actor_pool import ActorPool
 from orchestrator.checkpoints import Checkpoint, StageCheckpoints
 from orchestrator.cluster import ActorGroup, ActorLost, ActorNames, run_namespace
-from orchestrator.config import ClusterSpec, EvalSpec, PipelineSpec, Ref, Resumable, Role, StageSpec
+from orchestrator.config import (ClusterSpec, EarlyStopping, EvalSpec, PeriodicEval, PipelineSpec, Ref, Resumable, Role,
+                                 StageSpec)
 from orchestrator.data import loading
 from orchestrator.faults import RestartBudget
 from orchestrator.fresh_model import materialize
@@ -179,8 +180,8 @@ class StageContext:
     def rows(self, ref: Ref) -> list[dict]:
         return loading.read_rows(self.dataset_path(ref))
 
-    def eval_rows(self, spec: EvalSpec) -> list[dict]:
-        """An eval block's rows: the first ``limit`` of each of its datasets."""
+    def eval_rows(self, spec: EvalSpec | EarlyStopping | PeriodicEval) -> list[dict]:
+        """An evaluation block's rows: the first ``limit`` of each of its datasets."""
         return [row for ref in spec.data for row in self.rows(ref)[: spec.limit]]
 
     def model_path(self, ref: Ref) -> Path:

@@ -79,6 +79,13 @@ def evaluate(rollout: ActorGroup, tokenizer, rows: list[dict], spec: EvalSpec | 
     return result
 
 
+def domain_mean(result: dict) -> float:
+    """The mean of the domains' pass@1 in an ``evaluate`` result: a model-selection score in which each domain
+    weighs the same, however many rows it has (the plain pass@1 when there is one domain)."""
+    per_domain = result["per_domain"]
+    return _mean([d["pass@1"] for d in per_domain.values()]) if per_domain else result["pass@1"]
+
+
 def _code_vote(text: str) -> str | None:
     code = extract_code(text)
     return None if code is None else "\n".join(line.rstrip() for line in code.strip().splitlines())

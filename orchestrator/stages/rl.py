@@ -42,7 +42,7 @@ from orchestrator.config import ClusterSpec, RLStage
 from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.eval import evaluate
+from orchestrator.stages.eval import domain_mean, evaluate
 from orchestrator.stages.fanout import generate_and_score, ranks_agree
 from orchestrator.stages.rl_step import Group, PromptSampler, StepBatch, StepTiming, step_record, summarise, timed
 from rewards.base import infra_error
@@ -160,7 +160,7 @@ class GRPOLoop:
                                        seed=None, logprobs=True, stop_token_ids=[tokenizer.eos_token_id])
         self.dev_rows = []
         if stage.dev_eval is not None:
-            self.dev_rows = ctx.rows(stage.dev_eval.data)[: stage.dev_eval.limit]
+            self.dev_rows = ctx.eval_rows(stage.dev_eval)
         self.step = 0             # the last step finished
         self.max_staleness = stage.async_.max_staleness if stage.async_ else 0
         self.pending: list[StepBatch] = []   # asynchronous: batches collected for the next steps, oldest first
@@ -413,9 +413,13 @@ class GRPOLoop:
     def _dev_eval(self, step: int, bar) -> dict:
         t0 = time.perf_counter()
         score = evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=self.stage.sampling.max_tokens)
-        bar.write(f"{self.stage.name}: step {step} held-out pass@1 {score['pass@1']:.3f} "
+        mean, per_domain = domain_mean(score), score["per_domain"]
+        bar.write(f"{self.stage.name}: step {step} held-out pass@1 {mean:.3f} "
                   f"({len(self.dev_rows)} problems, {time.perf_counter() - t0:.0f} s)")
-        return {"step": step, "dev_pass@1": score["pass@1"], "dev_mean_response_tokens": score["mean_response_tokens"]}
+        record = {"step": step, "dev_pass@1": mean, "dev_mean_response_tokens": score["mean_response_tokens"]}
+        if len(per_domain) > 1:
+            record.update({f"dev_pass@1/{d}": v["pass@1"] for d, v in per_domain.items()})
+        return record
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, elapsed_s: float) -> None:

@@ -22,7 +22,7 @@ from orchestrator.checkpoints import Checkpoint
 from orchestrator.config import SFTStage
 from orchestrator.data.chat import SFTExample, encode_sft, pad_batch
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.eval import evaluate
+from orchestrator.stages.eval import domain_mean, evaluate
 from orchestrator.stages.fanout import ranks_agree
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,18 @@ log = logging.getLogger(__name__)
 class EpochBatches:
     """Global batches of example indices, reshuffled at every epoch; an epoch's incomplete tail is dropped. Its
     state (the shuffling RNG and what is left of the epoch) goes into a checkpoint, so a resumed stage trains on
-    exactly the batches the uninterrupted one would have."""
+    exactly the batches the uninterrupted one would have.
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int):
-        self.num_examples, self.batch_size = num_examples, batch_size
+    With ``lengths`` (``train.group_by_length``) an epoch is grouped by length as Hugging Face's
+    LengthGroupedSampler does: the shuffled order is cut into windows of ``GROUP_WINDOW`` batches, each window is
+    sorted by length and cut into batches, and the batches are shuffled. A batch then holds sequences of similar
+    length and pads to little, while every window still mixes the whole data.
+    """
+
+    GROUP_WINDOW = 64
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None):
+        self.num_examples, self.batch_size, self.lengths = num_examples, batch_size, lengths
         self.rng = random.Random(seed)
         self.order: list[int] = []
 
@@ -42,8 +50,20 @@ class EpochBatches:
         if len(self.order) < self.batch_size:
             self.order = list(range(self.num_examples))
             self.rng.shuffle(self.order)
+            if self.lengths is not None:
+                self.order = self._grouped(self.order)
         chosen, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
         return chosen
+
+    def _grouped(self, order: list[int]) -> list[int]:
+        size, window = self.batch_size, self.batch_size * self.GROUP_WINDOW
+        whole = order[: len(order) - len(order) % size]
+        batches = []
+        for start in range(0, len(whole), window):
+            chunk = sorted(whole[start:start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+        self.rng.shuffle(batches)
+        return [i for batch in batches for i in batch]
 
     def state(self) -> dict:
         version, internal, gauss = self.rng.getstate()
@@ -163,11 +183,16 @@ class _SFTLoop:
                  examples: list[SFTExample], steps: int, tokenizer):
         self.stage, self.ctx, self.settings, self.stopper = stage, ctx, settings, stopper
         self.examples, self.steps, self.tokenizer = examples, steps, tokenizer
-        self.batches = EpochBatches(len(examples), stage.train.batch_size, stage.train.seed)
+        self.batches = self._new_batches()
         self.step = 0
         self.last: dict = {"step": 0, "loss": float("nan")}
         es = stage.early_stopping
-        self.dev_rows = ctx.rows(es.data)[: es.limit] if es else []
+        self.dev_rows = ctx.eval_rows(es) if es else []
+
+    def _new_batches(self) -> EpochBatches:
+        train = self.stage.train
+        lengths = [len(e.input_ids) for e in self.examples] if train.group_by_length else None
+        return EpochBatches(len(self.examples), train.batch_size, train.seed, lengths)
 
     # The groups as they are now: a lost rollout worker is replaced in place, a lost trainer rank replaces the group.
     trainers = property(lambda self: self.ctx.groups["trainer"])
@@ -219,7 +244,7 @@ class _SFTLoop:
 
         def score() -> float:   # redone from the load when a rollout worker is lost
             self.rollout.call("load", str(candidate), step)
-            return evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens)["pass@1"]
+            return domain_mean(evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens))
 
         result = self.ctx.retrying(score, step=step)
         self.stopper.update(step, result)
@@ -239,7 +264,7 @@ class _SFTLoop:
 
     def _start_over(self) -> None:
         self.step, self.last = 0, {"step": 0, "loss": float("nan")}
-        self.batches = EpochBatches(len(self.examples), self.stage.train.batch_size, self.stage.train.seed)
+        self.batches = self._new_batches()
         if self.stopper is not None:
             es = self.stage.early_stopping
             self.stopper = _EarlyStopper(es.patience, es.min_delta, es.min_steps)
