@@ -223,7 +223,9 @@ class _SFTLoop:
                   "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
         if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == self.steps):
             t_dev = time.perf_counter()
-            score = self._evaluate_candidate(metrics.step)
+            score, per_domain = self._evaluate_candidate(metrics.step)
+            if len(per_domain) > 1:
+                record.update({f"dev_pass@1/{d}": v["pass@1"] for d, v in per_domain.items()})
             record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best,
                            "dev_eval_s": round(time.perf_counter() - t_dev, 3)})
             bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
@@ -237,19 +239,21 @@ class _SFTLoop:
             self._checkpoint()
         return False
 
-    def _evaluate_candidate(self, step: int) -> float:
+    def _evaluate_candidate(self, step: int) -> tuple[float, dict]:
+        """Save and score the current weights; the early-stopping score and the per-domain breakdown."""
         candidate = self.ctx.dir / "candidates" / f"step-{step}"
         self.trainers.call("save_hf", str(candidate))
         max_tokens = self.stage.eval.max_tokens if self.stage.eval else 256
 
-        def score() -> float:   # redone from the load when a rollout worker is lost
+        def score() -> dict:   # redone from the load when a rollout worker is lost
             self.rollout.call("load", str(candidate), step)
-            return domain_mean(evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens))
+            return evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens)
 
         result = self.ctx.retrying(score, step=step)
-        self.stopper.update(step, result)
+        mean = domain_mean(result)
+        self.stopper.update(step, mean)
         self._prune_candidates()
-        return result
+        return mean, result["per_domain"]
 
     def _rebuild_trainers(self, bar) -> None:
         """A trainer rank was lost: a new group, set up afresh, back at the last checkpoint (or the stage's start);

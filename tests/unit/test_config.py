@@ -189,6 +189,16 @@ def test_rl_stage_mistakes_name_their_line():
     assert "pass_reward 'code' is not one of the rewards: math, format" in msg
     [msg] = problems(RL.replace("every_steps: 2, data: e}", "every_steps: 2, data: nope}"))
     assert msg.startswith("p.yaml:28: stages[2].dev_eval.data: unknown dataset 'nope'")
+    [msg] = problems(RL.replace("every_steps: 2, data: e}", "every_steps: 2, data: [e, nope]}"))
+    assert msg.startswith("p.yaml:28: stages[2].dev_eval.data[1]: unknown dataset 'nope'")
+
+
+def test_held_out_blocks_take_one_dataset_or_several():
+    one = parse_pipeline(RL).stages[2].dev_eval
+    several = parse_pipeline(RL.replace("every_steps: 2, data: e}", "every_steps: 2, data: [e, a]}")).stages[2]
+    assert [str(r) for r in one.data] == ["e"] and [str(r) for r in several.dev_eval.data] == ["e", "a"]
+    text = GOOD.replace("    train: {steps: 2,", "    early_stopping: {every_steps: 1, data: [e, a]}\n    train: {steps: 2,")
+    assert [str(r) for r in parse_pipeline(text).stages[0].early_stopping.data] == ["e", "a"]
 
 
 def test_async_implies_rollout_logprobs_and_refuses_what_contradicts_it():

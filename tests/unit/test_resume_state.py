@@ -120,6 +120,34 @@ def test_sft_batches_continue_their_order_after_a_restore():
     assert seen + [resumed.next() for _ in range(13)] == expected
 
 
+def test_length_grouped_batches_pad_less_and_still_cover_each_epoch():
+    rng = random.Random(0)
+    lengths = [rng.choice((30, 60, 120)) + rng.randint(0, 9) for _ in range(2000)]
+    plain, grouped = EpochBatches(2000, 16, seed=1), EpochBatches(2000, 16, seed=1, lengths=lengths)
+
+    def padded(batches: EpochBatches) -> int:   # tokens of one epoch once each batch pads to its longest row
+        return sum(16 * max(lengths[i] for i in batches.next()) for _ in range(2000 // 16))
+
+    assert padded(grouped) < 0.75 * padded(plain)
+    epoch = [i for _ in range(2000 // 16) for i in grouped.next()]
+    assert len(epoch) == len(set(epoch)) == 2000 // 16 * 16            # no row twice in an epoch, tail dropped
+    spans = sorted(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in (grouped.next() for _ in range(40)))
+    assert spans[20] <= 9                              # most batches hold one length class (a random one spans ~95)
+    first = [EpochBatches(2000, 16, seed=1, lengths=lengths).next() for _ in range(2)]
+    assert first[0] == first[1]                                         # seeded: the same batches everywhere
+
+
+def test_length_grouped_batches_continue_after_a_restore():
+    lengths = [i % 7 for i in range(50)]
+    uninterrupted = EpochBatches(50, 8, seed=3, lengths=lengths)
+    expected = [uninterrupted.next() for _ in range(20)]
+    first = EpochBatches(50, 8, seed=3, lengths=lengths)
+    seen = [first.next() for _ in range(7)]
+    resumed = EpochBatches(50, 8, seed=3, lengths=lengths)
+    resumed.restore(json.loads(json.dumps(first.state())))
+    assert seen + [resumed.next() for _ in range(13)] == expected
+
+
 def test_prompts_after_a_restore_continue_the_uninterrupted_order():
     rows = [{"id": i} for i in range(10)]
     expected = [r["id"] for r in PromptSampler(rows, seed=5).take(27)]   # crosses two epoch boundaries
