@@ -197,7 +197,8 @@ def test_held_out_blocks_take_one_dataset_or_several():
     one = parse_pipeline(RL).stages[2].dev_eval
     several = parse_pipeline(RL.replace("every_steps: 2, data: e}", "every_steps: 2, data: [e, a]}")).stages[2]
     assert [str(r) for r in one.data] == ["e"] and [str(r) for r in several.dev_eval.data] == ["e", "a"]
-    text = GOOD.replace("    train: {steps: 2,", "    early_stopping: {every_steps: 1, data: [e, a]}\n    train: {steps: 2,")
+    stopping = "    early_stopping: {every_steps: 1, data: [e, a]}\n"
+    text = GOOD.replace("    train: {steps: 2,", stopping + "    train: {steps: 2,")
     assert [str(r) for r in parse_pipeline(text).stages[0].early_stopping.data] == ["e", "a"]
 
 
