@@ -46,8 +46,13 @@ system:
 	  else echo "note: bubblewrap (bwrap) not found; install it for the code-reward sandbox"; fi; \
 	fi
 
+# The CPU kernels' instruction set, pinned on x86-64 so that a seed computes the same numbers on AVX2 and on
+# AVX-512 machines: ATen's vectorised ops, MKL's GEMMs and oneDNN all take their AVX2 paths (README
+# "Reproducibility"). `make run CPU_PIN=` lets them choose the widest the CPU has.
+CPU_PIN ?= $(if $(filter x86_64,$(shell uname -m)),ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
+
 run: setup
-	$(BIN)/python -m orchestrator run $(PIPELINE) --run-dir $(RUN_DIR)
+	$(CPU_PIN) $(BIN)/python -m orchestrator run $(PIPELINE) --run-dir $(RUN_DIR)
 
 validate: setup
 	$(BIN)/python -m orchestrator validate $(PIPELINE)

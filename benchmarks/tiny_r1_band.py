@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -53,14 +54,19 @@ def reseed(pipeline: dict, seed: int) -> dict:
     return pipeline
 
 
+# The instruction-set pin of `make run` (Makefile CPU_PIN), so a band measured here is the band make run gives.
+CPU_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def run_seed(recipe: dict, seed: int, out: Path) -> dict:
     run_dir = out / f"seed-{seed}"
     path = out / f"seed-{seed}.yaml"
     path.write_text(yaml.safe_dump(reseed(recipe, seed), sort_keys=False))
     t0 = time.perf_counter()
+    env = {**(CPU_PIN if platform.machine() == "x86_64" else {}), **os.environ}
     with (out / f"seed-{seed}.log").open("w") as log:
         done = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(path), "--run-dir", str(run_dir),
-                               "--no-dashboard"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                               "--no-dashboard"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - t0
     (run_dir / "band_wall_s.txt").write_text(f"{wall:.1f}\n")
     if done.returncode != 0:
