@@ -142,13 +142,12 @@ def main() -> None:
     recipe = yaml.safe_load(args.pipeline.read_text())
     runs = {}
     for seed in args.seeds:
-        run_dir = args.out / f"seed-{seed}"
-        if args.report or (run_dir / "summary.json").exists():
-            if (run_dir / "summary.json").exists():
-                runs[seed] = collect(run_dir)
-            continue
-        runs[seed] = run_seed(recipe, seed, args.out)
-        print(f"seed {seed}: {runs[seed]['wall_s'] / 60:.1f} min", flush=True)
+        done = args.out / f"seed-{seed}" / "summary.json"
+        if done.exists() and json.loads(done.read_text())["status"] == "succeeded":   # a finished seed is kept
+            runs[seed] = collect(done.parent)
+        elif not args.report:
+            runs[seed] = run_seed(recipe, seed, args.out)
+            print(f"seed {seed}: {runs[seed]['wall_s'] / 60:.1f} min", flush=True)
     if not runs:
         raise SystemExit(f"No finished runs in {args.out}.")
     result = {"pipeline": str(args.pipeline.relative_to(ROOT) if args.pipeline.is_relative_to(ROOT) else args.pipeline),

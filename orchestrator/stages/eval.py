@@ -86,6 +86,14 @@ def domain_mean(result: dict) -> float:
     return _mean([d["pass@1"] for d in per_domain.values()]) if per_domain else result["pass@1"]
 
 
+def dev_scores(result: dict) -> dict:
+    """A dev evaluation's metrics.jsonl fields: ``dev_pass@1`` (``domain_mean``) and, with several domains,
+    ``dev_pass@1/<domain>``."""
+    per_domain = result["per_domain"]
+    extra = {f"dev_pass@1/{d}": v["pass@1"] for d, v in per_domain.items()} if len(per_domain) > 1 else {}
+    return {"dev_pass@1": domain_mean(result), **extra}
+
+
 def _code_vote(text: str) -> str | None:
     code = extract_code(text)
     return None if code is None else "\n".join(line.rstrip() for line in code.strip().splitlines())

@@ -42,7 +42,7 @@ from orchestrator.config import ClusterSpec, RLStage
 from orchestrator.references import nccl_gpu_problem
 from orchestrator.data.chat import encode_prompt
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.eval import domain_mean, evaluate
+from orchestrator.stages.eval import dev_scores, evaluate
 from orchestrator.stages.fanout import generate_and_score, ranks_agree
 from orchestrator.stages.rl_step import Group, PromptSampler, StepBatch, StepTiming, step_record, summarise, timed
 from rewards.base import infra_error
@@ -413,12 +413,9 @@ class GRPOLoop:
     def _dev_eval(self, step: int, bar) -> dict:
         t0 = time.perf_counter()
         score = evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=self.stage.sampling.max_tokens)
-        mean, per_domain = domain_mean(score), score["per_domain"]
-        bar.write(f"{self.stage.name}: step {step} held-out pass@1 {mean:.3f} "
+        record = {"step": step, **dev_scores(score), "dev_mean_response_tokens": score["mean_response_tokens"]}
+        bar.write(f"{self.stage.name}: step {step} held-out pass@1 {record['dev_pass@1']:.3f} "
                   f"({len(self.dev_rows)} problems, {time.perf_counter() - t0:.0f} s)")
-        record = {"step": step, "dev_pass@1": mean, "dev_mean_response_tokens": score["mean_response_tokens"]}
-        if len(per_domain) > 1:
-            record.update({f"dev_pass@1/{d}": v["pass@1"] for d, v in per_domain.items()})
         return record
 
     # ------------------------------------------------------------------ checkpoints

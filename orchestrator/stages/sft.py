@@ -22,7 +22,7 @@ from orchestrator.checkpoints import Checkpoint
 from orchestrator.config import SFTStage
 from orchestrator.data.chat import SFTExample, encode_sft, pad_batch
 from orchestrator.stages.context import StageContext, StageResult
-from orchestrator.stages.eval import domain_mean, evaluate
+from orchestrator.stages.eval import dev_scores, evaluate
 from orchestrator.stages.fanout import ranks_agree
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,9 @@ class _SFTLoop:
                   "elapsed_s": round(time.perf_counter() - t_start, 1), **metrics.extra}
         if stopper is not None and (metrics.step % es.every_steps == 0 or metrics.step == self.steps):
             t_dev = time.perf_counter()
-            score, per_domain = self._evaluate_candidate(metrics.step)
-            if len(per_domain) > 1:
-                record.update({f"dev_pass@1/{d}": v["pass@1"] for d, v in per_domain.items()})
-            record.update({"dev_pass@1": score, "best_dev_pass@1": stopper.best,
+            scores = self._evaluate_candidate(metrics.step)
+            score = scores["dev_pass@1"]
+            record.update({**scores, "best_dev_pass@1": stopper.best,
                            "dev_eval_s": round(time.perf_counter() - t_dev, 3)})
             bar.write(f"{stage.name}: step {metrics.step} held-out pass@1 {score:.3f} (best {stopper.best:.3f})")
         ctx.metrics.log(record, step=metrics.step)
@@ -239,8 +238,8 @@ class _SFTLoop:
             self._checkpoint()
         return False
 
-    def _evaluate_candidate(self, step: int) -> tuple[float, dict]:
-        """Save and score the current weights; the early-stopping score and the per-domain breakdown."""
+    def _evaluate_candidate(self, step: int) -> dict:
+        """Save and score the current weights; their ``dev_scores`` (``dev_pass@1`` is the early-stopping score)."""
         candidate = self.ctx.dir / "candidates" / f"step-{step}"
         self.trainers.call("save_hf", str(candidate))
         max_tokens = self.stage.eval.max_tokens if self.stage.eval else 256
@@ -249,11 +248,10 @@ class _SFTLoop:
             self.rollout.call("load", str(candidate), step)
             return evaluate(self.rollout, self.tokenizer, self.dev_rows, max_tokens=max_tokens)
 
-        result = self.ctx.retrying(score, step=step)
-        mean = domain_mean(result)
-        self.stopper.update(step, mean)
+        scores = dev_scores(self.ctx.retrying(score, step=step))
+        self.stopper.update(step, scores["dev_pass@1"])
         self._prune_candidates()
-        return mean, result["per_domain"]
+        return scores
 
     def _rebuild_trainers(self, bar) -> None:
         """A trainer rank was lost: a new group, set up afresh, back at the last checkpoint (or the stage's start);
